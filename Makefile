@@ -1,0 +1,83 @@
+# lltrade: `make run` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+EXT    := build/.ext-release
+CORE   := src/lltrade/_book.pyx src/lltrade/_book.pxd setup.py
+PYTEST := $(PY) -m pytest
+ASAN_LIB = $(shell cc -print-file-name=libasan.so)
+
+.PHONY: all venv build run demo test lint typecheck unit test-debug test-asan \
+        bench bench-replay annotate clean
+
+all: build
+
+# -- set-up ------------------------------------------------------------------
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "setuptools>=77" "Cython>=3.0.11,<4" "numpy>=2.0" wheel
+	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
+	@touch $@
+
+venv: $(STAMP)
+
+$(EXT): $(STAMP) $(CORE)
+	$(PY) setup.py -q build_ext --inplace
+	@mkdir -p build && touch $@
+
+build: $(EXT)
+
+# -- the main job -------------------------------------------------------------
+run: build
+	$(VENV)/bin/lltrade demo
+
+# -- checks -------------------------------------------------------------------
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmark setup.py
+	$(VENV)/bin/ruff format --check src tests benchmark setup.py
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+unit: build
+	$(PYTEST) -q tests
+
+# Bounds checks, line tracing and C asserts on; built beside the release build.
+test-debug: $(STAMP)
+	rm -rf build/debug
+	LLTRADE_DEBUG=1 $(PY) setup.py -q build_ext --build-lib build/debug --build-temp build/tmp-debug
+	cp src/lltrade/*.py src/lltrade/*.pyi build/debug/lltrade/
+	PYTHONPATH=build/debug $(PYTEST) -q -p no:cacheprovider tests/unit
+
+# AddressSanitizer + UndefinedBehaviorSanitizer over the unit tests.
+test-asan: $(STAMP)
+	rm -rf build/asan
+	LLTRADE_SANITIZE=1 $(PY) setup.py -q build_ext --build-lib build/asan --build-temp build/tmp-asan
+	cp src/lltrade/*.py src/lltrade/*.pyi build/asan/lltrade/
+	PYTHONPATH=build/asan LD_PRELOAD=$(ASAN_LIB) \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(PYTEST) -q -p no:cacheprovider tests/unit
+
+test: lint typecheck unit test-debug test-asan
+
+# -- speed --------------------------------------------------------------------
+bench: build
+	$(PY) -m pip install -q -e ".[peers]"
+	$(PYTEST) benchmark --benchmark-only --benchmark-autosave \
+	  --benchmark-storage=results/benchmarks --benchmark-compare-fail=none \
+	  $$(ls results/benchmarks/*/*.json >/dev/null 2>&1 && echo --benchmark-compare)
+	$(PY) benchmark/replay.py
+
+bench-replay: build
+	$(PY) -m pip install -q -e ".[peers]"
+	$(PY) benchmark/replay.py
+
+annotate: $(STAMP)
+	LLTRADE_ANNOTATE=1 $(PY) setup.py -q build_ext --inplace --force
+	@echo "annotated source: build/cython/src/lltrade/_book.html"
+
+clean:
+	rm -rf build src/lltrade/*.so src/lltrade/*.c .pytest_cache .mypy_cache .ruff_cache

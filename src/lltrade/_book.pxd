@@ -173,6 +173,7 @@ cdef class OrderBook:
         Py_ssize_t order_cap
         idx_t free_order
         Py_ssize_t n_orders            # resting orders
+        Py_ssize_t side_orders[3]      # resting orders per side (index SIDE_BUY, SIDE_SELL)
         Level* level_pool
         Py_ssize_t level_cap
         idx_t free_level

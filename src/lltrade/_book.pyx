@@ -592,6 +592,7 @@ cdef class OrderBook:
         self.order_pool[oi].next = self.free_order
         self.free_order = oi
         self.n_orders -= 1
+        self.side_orders[self.order_pool[oi].side] -= 1
 
     # -------------------------------------------------------------------------
     # Matching
@@ -752,6 +753,7 @@ cdef class OrderBook:
                 self._link(oi)
                 _map_put(&self.oid_map, oid, oi)
                 self.n_orders += 1
+                self.side_orders[side] += 1
         self._emit_levels()
 
     cdef void _market(self, const CommandRecord* c) noexcept:
@@ -903,21 +905,32 @@ cdef class OrderBook:
             self._reject(c.order_id, R_INVALID_FIELD)
 
     cdef Py_ssize_t _event_bound(self, const CommandRecord* c) noexcept:
-        """Most events ``c`` can yield (also bounds the levels it touches)."""
+        """Most events ``c`` can yield (also bounds the levels it touches).
+
+        A command that can trade meets at most every resting order of the
+        other side, and, unless STP cancel-resting may remove orders without
+        using up quantity, at most ``qty / lot + 1`` of them; each costs two
+        events (a fill pair, or one STP cancel) plus possibly a LEVEL.
+        """
         cdef uint8_t side = c.side
+        cdef uint8_t stp = c.stp
         cdef idx_t oi
+        cdef Py_ssize_t makers
         if c.op == OP_REPLACE:
             oi = _map_get(&self.oid_map, c.order_id)
             if oi == NIL:
                 return 1
             side = self.order_pool[oi].side
+            stp = self.order_pool[oi].stp
         if c.op == OP_ADD or c.op == OP_REPLACE or c.op == OP_MARKET:
             if not _is_side(side):
                 return 1
             if c.op != OP_MARKET and not self._would_cross(side, c.price):
                 return 3
-            return 6 + 2 * self.n_orders + self._ladder(
-                SIDE_SELL if side == SIDE_BUY else SIDE_BUY).n
+            makers = self.side_orders[SIDE_SELL if side == SIDE_BUY else SIDE_BUY]
+            if stp != STP_CANCEL_RESTING and c.qty > 0 and c.qty // self.lot + 2 < makers:
+                makers = c.qty // self.lot + 2
+            return 4 + 3 * makers
         if c.op == OP_MASS_CANCEL:
             return 1 + self.n_orders + self.bids.n + self.asks.n
         return 3

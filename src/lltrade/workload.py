@@ -71,6 +71,11 @@ _DRAWS = 8
 # How many ticks the model scans for the next level before sorting the side.
 _SCAN_TICKS = 64
 
+# Aggressors: default mean of resting orders met, cap, controller gain.
+_DEFAULT_TAKE = 3.0
+_MAX_MEET = 1 << 20
+_TAKE_GAIN = 0.002
+
 _MASK64 = (1 << 64) - 1
 
 
@@ -93,7 +98,7 @@ class Mix:
         Cancels of a resting order.
     aggressive
         Orders that take liquidity: part of the touch or a sweep of several
-        levels (see ``WorkloadSpec.sweep``).
+        levels (see ``WorkloadSpec.take_tail``).
     reduce
         Reductions of a resting order's quantity (it keeps its place).
     replace
@@ -152,9 +157,10 @@ class WorkloadSpec:
     improve
         Chance that a passive order goes one tick inside the spread when the
         spread is wider than a tick.
-    sweep
-        Share of aggressive orders that sweep several levels (2 ..
-        ``max_sweep_levels``); the others take the touch level only.
+    take_tail
+        Tail index of the number of resting orders an aggressive order meets
+        (Lomax/Pareto II; smaller = heavier tail = more multi-level sweeps).
+        The mean is set by ``target_orders``.
     max_sweep_levels
         Deepest sweep, in levels.
     overshoot
@@ -168,9 +174,10 @@ class WorkloadSpec:
         Share of aggressive limit orders sent GTC (a remainder rests) instead
         of IOC.
     target_orders
-        Size of book the stream keeps to: when more orders rest, aggressive
-        orders reach proportionally more levels, so the book neither drains
-        nor grows without bound.  ``0`` turns this off.
+        Size of book the stream keeps to.  With more adds than cancels,
+        aggressive orders must remove the difference: they meet more resting
+        orders while the book is above this size and fewer below, so it
+        neither drains nor grows without bound.  ``0``: a fixed mean of 3.
     first_order_id
         Ids are consecutive from here; disjoint ranges keep several streams
         (load-generator sessions) apart.
@@ -190,8 +197,8 @@ class WorkloadSpec:
     depth_ticks: float = 4.0
     max_depth_ticks: int = 100
     improve: float = 0.05
-    sweep: float = 0.25
-    max_sweep_levels: int = 5
+    take_tail: float = 1.5
+    max_sweep_levels: int = 10
     overshoot: float = 0.2
     market: float = 0.2
     aggressive_gtc: float = 0.1
@@ -215,7 +222,9 @@ class WorkloadSpec:
             raise ValueError("max_lots >= 1, max_depth_ticks >= 0, max_sweep_levels >= 2")
         if self.depth_ticks < 0:
             raise ValueError(f"depth_ticks must be >= 0, got {self.depth_ticks}")
-        for name in ("improve", "sweep", "overshoot", "market", "aggressive_gtc"):
+        if not self.take_tail > 1.0:
+            raise ValueError(f"take_tail must be > 1 (a finite mean), got {self.take_tail}")
+        for name in ("improve", "overshoot", "market", "aggressive_gtc"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {p}")
@@ -329,9 +338,7 @@ class StreamGenerator:
         # geometric(p) on 0, 1, 2, ... with mean depth_ticks
         self._depth_log = math.log1p(-1.0 / (1.0 + spec.depth_ticks)) if spec.depth_ticks else 0.0
         self.next_order_id = spec.first_order_id
-        self.counts: dict[str, int] = dict.fromkeys(
-            (*_KIND_NAMES, "market", "sweeps", "fills"), 0
-        )
+        self.counts: dict[str, int] = dict.fromkeys((*_KIND_NAMES, "market", "sweeps", "fills"), 0)
         # The model book: price -> {order id: open qty} (dict order = FIFO).
         self._bids: dict[int, dict[int, int]] = {}
         self._asks: dict[int, dict[int, int]] = {}
@@ -341,6 +348,7 @@ class StreamGenerator:
         self._live: list[int] = []  # resting ids, for a uniform pick
         self._slot: dict[int, int] = {}  # order id -> index in _live
         self._last_price = spec.start()
+        self._log_take = math.log(_DEFAULT_TAKE)
 
     # -- the model book ----------------------------------------------------
 
@@ -496,35 +504,58 @@ class StreamGenerator:
             price = bb + tick
         return min(price, spec.max_price)
 
-    def _reach(self, side: int, levels: int) -> tuple[int, int, int]:
-        """The opposite levels an aggressor of ``side`` would meet, up to ``levels``.
+    def _reach(self, side: int, meet: int, max_levels: int, cut: float) -> tuple[int, int, int]:
+        """What an aggressor of ``side`` takes to meet ``meet`` resting orders.
 
-        Returns ``(deepest price, their total qty, how many levels)``.
+        Walks the opposite side in price-time order, at most ``max_levels``
+        levels.  The last order met is taken in part (``cut`` in [0, 1) picks
+        how much).  Returns ``(limit price, qty, levels reached)``.
         """
-        tick = self.spec.tick
+        lot = self.spec.lot
         if side == _BUY:
             book = self._asks
-            price = self._best_ask
-            step = tick
+            best = self._best_ask
+            step = self.spec.tick
         else:
             book = self._bids
-            price = self._best_bid
-            step = -tick
-        assert price is not None
-        last = price
-        total = sum(book[price].values())
-        found = 1
-        scanned = 0
-        budget = _SCAN_TICKS * levels
-        while found < levels and scanned < budget:
-            price += step
-            scanned += 1
+            best = self._best_bid
+            step = -self.spec.tick
+        assert best is not None
+        price = best
+        limit = best
+        qty = 0
+        reached = 0
+        left = len(book)
+        while left and reached < max_levels:
             level = book.get(price)
-            if level is not None:
-                total += sum(level.values())
-                last = price
-                found += 1
-        return last, total, found
+            if level is None:
+                if abs(price - best) > _SCAN_TICKS * max_levels * abs(step):
+                    break
+                price += step
+                continue
+            reached += 1
+            left -= 1
+            limit = price
+            for open_qty in level.values():
+                meet -= 1
+                if meet == 0:
+                    return limit, qty + (1 + int(cut * (open_qty // lot))) * lot, reached
+                qty += open_qty
+            price += step
+        return limit, qty, reached
+
+    def _take_mean(self) -> float:
+        """Mean number of resting orders an aggressor meets (a PI controller).
+
+        Adds outnumber cancels, so aggressors must take the difference; the
+        mean rises while the book is above ``target_orders`` and falls below.
+        """
+        target = self.spec.target_orders
+        if not target:
+            return _DEFAULT_TAKE
+        ratio = max(len(self._live), 1) / target
+        self._log_take = min(max(self._log_take + _TAKE_GAIN * (ratio - 1.0), -5.0), 9.0)
+        return max(1.0, math.exp(self._log_take) * ratio * ratio)
 
     def resting(self) -> list[tuple[int, int, int, int]]:
         """The model book as ``(side, price, order_id, open_qty)`` rows, in state-hash order."""
@@ -567,9 +598,13 @@ class StreamGenerator:
         counts = self.counts
         live = self._live
         where = self._where
-        improve_p, sweep_p, overshoot_p = spec.improve, spec.sweep, spec.overshoot
+        slot = self._slot
+        bids, asks = self._bids, self._asks
+        improve_p, overshoot_p = spec.improve, spec.overshoot
         market_p, gtc_p = spec.market, spec.aggressive_gtc
-        max_sweep, target = spec.max_sweep_levels, spec.target_orders
+        max_sweep = spec.max_sweep_levels
+        alpha = spec.take_tail
+        inv_alpha = -1.0 / alpha
         oid = self.next_order_id
 
         for i in range(n):
@@ -587,9 +622,31 @@ class StreamGenerator:
                 side_out[i] = side
                 price_out[i] = price
                 qty_out[i] = qty
-                left = self._match(side, price, qty)  # 0 fills unless at the band's edge
-                if left:
-                    self._rest(oid, side, price, left)
+                # It crosses only when pinned to the band's edge.
+                if side == _BUY:
+                    if self._best_ask is not None and price >= self._best_ask:
+                        qty = self._match(side, price, qty)
+                    if qty:
+                        level = bids.get(price)
+                        if level is None:
+                            level = bids[price] = {}
+                            if self._best_bid is None or price > self._best_bid:
+                                self._best_bid = price
+                        level[oid] = qty
+                else:
+                    if self._best_bid is not None and price <= self._best_bid:
+                        qty = self._match(side, price, qty)
+                    if qty:
+                        level = asks.get(price)
+                        if level is None:
+                            level = asks[price] = {}
+                            if self._best_ask is None or price < self._best_ask:
+                                self._best_ask = price
+                        level[oid] = qty
+                if qty:
+                    where[oid] = (side, price)
+                    slot[oid] = len(live)
+                    live.append(oid)
                 oid += 1
             elif kind == _CANCEL:
                 target_id = live[int(pick[i] * len(live))]
@@ -598,25 +655,17 @@ class StreamGenerator:
                 side_out[i] = where[target_id][0]
                 self._unrest(target_id)
             elif kind == _AGGRESSIVE:
-                levels = 1
-                if u4[i] < sweep_p:
-                    levels = 2 + int(u5[i] * (max_sweep - 1))
-                if target and len(live) > target:
-                    # A book above its target size is eaten faster.
-                    levels += int((len(live) - target) * max_sweep / target)
-                limit, avail, reached = self._reach(side, levels)
+                # How many resting orders it meets: heavy-tailed around a mean
+                # that keeps the book at its target size.
+                mean = self._take_mean()
+                scale = (mean - 1.0) * (alpha - 1.0)
+                meet = 1 + min(int(scale * ((1.0 - u5[i]) ** inv_alpha - 1.0)), _MAX_MEET)
+                limit, want, reached = self._reach(side, meet, max_sweep, u4[i])
                 if reached > 1:
                     counts["sweeps"] += 1
-                avail_lots = avail // lot
-                if levels == 1:
-                    # take the whole touch half the time, else part of it
-                    want = avail_lots if u5[i] < 0.5 else 1 + int(u5[i] * avail_lots)
-                    want = min(want, avail_lots)
-                else:
-                    want = avail_lots
                 if u6[i] < overshoot_p:
-                    want += lots[i]
-                qty = want * lot
+                    want += lots[i] * lot
+                qty = want
                 oids[i] = oid
                 side_out[i] = side
                 qty_out[i] = qty

@@ -96,6 +96,7 @@ ctypedef struct Level:             # 48 bytes
     idx_t tail                     # newest order
     int32_t count                  # number of orders; the level is freed at 0
     idx_t next_free                # free-list link
+    int32_t touch_slot             # its entry in `touched` when touched_in == epoch
     uint8_t side
 
 
@@ -124,6 +125,7 @@ ctypedef struct I64Map:            # open addressing, linear probing, backward-s
 ctypedef struct Touch:             # a level changed by the current command
     px_t price
     qty_t before                   # its total before the command (0 if it did not exist)
+    idx_t level                    # the live level now; NIL once it has emptied
     uint8_t side
 
 
@@ -185,6 +187,7 @@ cdef class OrderBook:
         Ladder asks
         # -- per-command scratch -------------------------------------------
         uint64_t epoch                 # command counter; stamps touched levels
+        int32_t headroom               # commands left before _reserve must run again
         Touch* touched
         Py_ssize_t n_touched
         Py_ssize_t touched_cap
@@ -198,7 +201,7 @@ cdef class OrderBook:
     # growth (between commands only)
     cdef int _grow_orders(self, Py_ssize_t new_cap) except -1
     cdef int _grow_levels(self, Py_ssize_t new_cap) except -1
-    cdef int _reserve(self, Py_ssize_t bound) except -1
+    cdef int _reserve(self) except -1
     cdef int _reserve_own_events(self, Py_ssize_t bound) except -1
     # the order path: never fails, never allocates
     cdef void _emit(self, uint8_t kind, oid_t order_id, uint8_t side, px_t price, qty_t qty,

@@ -23,6 +23,8 @@ cnp.import_array()
 cdef int64_t PRICE_LIMIT = (<int64_t>1) << 62
 cdef int64_t QTY_TOTAL_LIMIT = (<int64_t>1) << 62
 cdef Py_ssize_t INDEX_LIMIT = 0x7FFFFFF0  # pools are addressed by int32
+# Capacity is checked once per this many commands (see OrderBook._reserve).
+cdef int32_t RESERVE_AHEAD = 64
 
 
 # =============================================================================
@@ -390,7 +392,7 @@ cdef class OrderBook:
         _map_init(&self.ask_map, 64)
         _ladder_reserve(&self.bids, 32)
         _ladder_reserve(&self.asks, 32)
-        self._reserve(64)
+        self._reserve()
 
     def __dealloc__(self):
         PyMem_RawFree(self.order_pool)
@@ -427,20 +429,36 @@ cdef class OrderBook:
         self.level_cap = new_cap
         return 0
 
-    cdef int _reserve(self, Py_ssize_t bound) except -1:
-        """Room for one more order, one more level and ``bound`` events/touches."""
-        if self.free_order == NIL and self.order_cap < self.max_orders:
-            self._grow_orders(min(self.order_cap * 2, self.max_orders))
-        if self.free_level == NIL:
-            self._grow_levels(self.level_cap * 2)
-        _map_reserve(&self.oid_map, self.n_orders + 1)
-        _map_reserve(&self.bid_map, self.bids.n + 1)
-        _map_reserve(&self.ask_map, self.asks.n + 1)
-        _ladder_reserve(&self.bids, self.bids.n + 1)
-        _ladder_reserve(&self.asks, self.asks.n + 1)
-        if bound > self.touched_cap:
-            self.touched = <Touch*>_grow(self.touched, bound, sizeof(Touch))
-            self.touched_cap = bound
+    cdef int _reserve(self) except -1:
+        """Room for RESERVE_AHEAD more commands.
+
+        A command adds at most one order and one level, so after this the next
+        RESERVE_AHEAD commands run without a single capacity check.
+        """
+        cdef Py_ssize_t want_orders = min(self.n_orders + RESERVE_AHEAD, self.max_orders)
+        cdef Py_ssize_t live_levels = self.bids.n + self.asks.n
+        cdef Py_ssize_t cap
+        if self.order_cap < want_orders:
+            cap = self.order_cap
+            while cap < want_orders:
+                cap *= 2
+            self._grow_orders(min(cap, self.max_orders))
+        if self.level_cap < live_levels + RESERVE_AHEAD:
+            cap = self.level_cap
+            while cap < live_levels + RESERVE_AHEAD:
+                cap *= 2
+            self._grow_levels(cap)
+        _map_reserve(&self.oid_map, self.n_orders + RESERVE_AHEAD)
+        _map_reserve(&self.bid_map, self.bids.n + RESERVE_AHEAD)
+        _map_reserve(&self.ask_map, self.asks.n + RESERVE_AHEAD)
+        _ladder_reserve(&self.bids, self.bids.n + RESERVE_AHEAD)
+        _ladder_reserve(&self.asks, self.asks.n + RESERVE_AHEAD)
+        # A command touches at most every live level plus the one it creates.
+        if self.touched_cap < live_levels + RESERVE_AHEAD + 2:
+            cap = max(self.touched_cap * 2, live_levels + RESERVE_AHEAD + 2)
+            self.touched = <Touch*>_grow(self.touched, cap, sizeof(Touch))
+            self.touched_cap = cap
+        self.headroom = RESERVE_AHEAD
         return 0
 
     cdef int _reserve_own_events(self, Py_ssize_t bound) except -1:
@@ -500,21 +518,21 @@ cdef class OrderBook:
         if lvl.touched_in == self.epoch:
             return
         lvl.touched_in = self.epoch
+        lvl.touch_slot = <int32_t>self.n_touched
         cdef Touch* t = &self.touched[self.n_touched]
         t.side = lvl.side
         t.price = lvl.price
         t.before = lvl.total
+        t.level = <idx_t>(lvl - self.level_pool)
         self.n_touched += 1
 
     cdef void _emit_levels(self) noexcept:
         cdef Py_ssize_t i
         cdef Touch* t
-        cdef idx_t li
         cdef qty_t now
         for i in range(self.n_touched):
             t = &self.touched[i]
-            li = _map_get(self._price_map(t.side), t.price)
-            now = self.level_pool[li].total if li != NIL else 0
+            now = self.level_pool[t.level].total if t.level != NIL else 0
             if now != t.before:
                 self._emit(EV_LEVEL, 0, t.side, t.price, now, 0, 0, 0, R_NONE)
 
@@ -544,13 +562,17 @@ cdef class OrderBook:
             # command (a replace that grows in place): keep its first record.
             lvl.touched_in = self.epoch
             for i in range(self.n_touched):
-                if self.touched[i].side == o.side and self.touched[i].price == o.price:
+                if (self.touched[i].level == NIL and self.touched[i].side == o.side
+                        and self.touched[i].price == o.price):
                     break
             else:
-                self.touched[self.n_touched].side = o.side
-                self.touched[self.n_touched].price = o.price
-                self.touched[self.n_touched].before = 0
+                i = self.n_touched
+                self.touched[i].side = o.side
+                self.touched[i].price = o.price
+                self.touched[i].before = 0
                 self.n_touched += 1
+            self.touched[i].level = li
+            lvl.touch_slot = <int32_t>i
         else:
             lvl = &self.level_pool[li]
             self._touch(lvl)
@@ -582,6 +604,7 @@ cdef class OrderBook:
         lvl.count -= 1
         lvl.total -= o.qty
         if lvl.count == 0:
+            self.touched[lvl.touch_slot].level = NIL
             _ladder_remove(self._ladder(lvl.side), self._key(lvl.side, lvl.price))
             _map_del(self._price_map(lvl.side), lvl.price)
             lvl.next_free = self.free_level
@@ -709,10 +732,10 @@ cdef class OrderBook:
         if c.post_only and c.tif != TIF_GTC:
             self._reject(oid, R_INVALID_FLAGS)
             return
-        if c.qty <= 0 or c.qty % self.lot != 0 or c.qty > self.max_qty:
+        if c.qty <= 0 or c.qty > self.max_qty or (self.lot != 1 and c.qty % self.lot != 0):
             self._reject(oid, R_INVALID_QTY)
             return
-        if c.price % self.tick != 0:
+        if self.tick != 1 and c.price % self.tick != 0:
             self._reject(oid, R_PRICE_OFF_TICK)
             return
         if c.price < self.min_price or c.price > self.max_price:
@@ -767,7 +790,7 @@ cdef class OrderBook:
         if oid <= 0:
             self._reject(oid, R_INVALID_ORDER_ID)
             return
-        if c.qty <= 0 or c.qty % self.lot != 0 or c.qty > self.max_qty:
+        if c.qty <= 0 or c.qty > self.max_qty or (self.lot != 1 and c.qty % self.lot != 0):
             self._reject(oid, R_INVALID_QTY)
             return
         if _map_get(&self.oid_map, oid) != NIL:
@@ -805,7 +828,7 @@ cdef class OrderBook:
             self._reject(c.order_id, R_UNKNOWN_ORDER)
             return
         o = &self.order_pool[oi]
-        if c.qty <= 0 or c.qty % self.lot != 0 or c.qty >= o.qty:
+        if c.qty <= 0 or c.qty >= o.qty or (self.lot != 1 and c.qty % self.lot != 0):
             self._reject(c.order_id, R_INVALID_QTY)
             return
         lvl = &self.level_pool[o.level]
@@ -826,10 +849,10 @@ cdef class OrderBook:
             self._reject(c.order_id, R_UNKNOWN_ORDER)
             return
         o = &self.order_pool[oi]
-        if c.qty <= 0 or c.qty % self.lot != 0 or c.qty > self.max_qty:
+        if c.qty <= 0 or c.qty > self.max_qty or (self.lot != 1 and c.qty % self.lot != 0):
             self._reject(c.order_id, R_INVALID_QTY)
             return
-        if c.price % self.tick != 0:
+        if self.tick != 1 and c.price % self.tick != 0:
             self._reject(c.order_id, R_PRICE_OFF_TICK)
             return
         if c.price < self.min_price or c.price > self.max_price:
@@ -915,7 +938,7 @@ cdef class OrderBook:
         cdef uint8_t side = c.side
         cdef uint8_t stp = c.stp
         cdef idx_t oi
-        cdef Py_ssize_t makers
+        cdef Py_ssize_t makers, lots
         if c.op == OP_REPLACE:
             oi = _map_get(&self.oid_map, c.order_id)
             if oi == NIL:
@@ -928,8 +951,10 @@ cdef class OrderBook:
             if c.op != OP_MARKET and not self._would_cross(side, c.price):
                 return 3
             makers = self.side_orders[SIDE_SELL if side == SIDE_BUY else SIDE_BUY]
-            if stp != STP_CANCEL_RESTING and c.qty > 0 and c.qty // self.lot + 2 < makers:
-                makers = c.qty // self.lot + 2
+            if stp != STP_CANCEL_RESTING and c.qty > 0:
+                lots = c.qty if self.lot == 1 else c.qty // self.lot
+                if lots + 2 < makers:
+                    makers = lots + 2
             return 4 + 3 * makers
         if c.op == OP_MASS_CANCEL:
             return 1 + self.n_orders + self.bids.n + self.asks.n
@@ -938,10 +963,14 @@ cdef class OrderBook:
     cdef Py_ssize_t _step(self, const CommandRecord* c, EventRecord* out, Py_ssize_t cap,
                           int32_t cmd_index) except -2:
         """Run one command, writing its events to ``out``; -1 if it might not fit."""
-        cdef Py_ssize_t bound = self._event_bound(c)
-        if bound > cap:
-            return -1
-        self._reserve(bound)
+        # Any command fits when there is room for the whole book's worth of
+        # events; only a nearly full buffer needs the command's own bound.
+        if cap < 5 + 3 * self.n_orders + self.bids.n + self.asks.n:
+            if self._event_bound(c) > cap:
+                return -1
+        if self.headroom <= 0:
+            self._reserve()
+        self.headroom -= 1
         self.out = out
         self.n_out = 0
         self.cur_cmd = cmd_index

@@ -67,7 +67,7 @@ setup(
         annotate=_flag("LLTRADE_ANNOTATE"),
         # Generated C stays out of src/, one folder per flavour, so a debug
         # build never leaks into the release one.
-        build_dir="build/cython-asan" if SANITIZE else "build/cython-debug" if DEBUG else "build/cython",
+        build_dir=f"build/cython{'-asan' if SANITIZE else '-debug' if DEBUG else ''}",
         nthreads=0 if sys.platform != "linux" else 2,
     ),
 )

@@ -135,7 +135,7 @@ class ReferenceBook:
         return self._best_level(Side.SELL)
 
     def depth(
-        self, levels: int
+        self, levels: int = 10
     ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
         def side_depth(side: int) -> list[tuple[int, int, int]]:
             book = self._levels[side]
@@ -191,9 +191,7 @@ class ReferenceBook:
             reason = Reason.DUPLICATE_ORDER_ID
         elif post_only and self._would_cross(side, price):
             reason = Reason.POST_ONLY_WOULD_CROSS
-        elif (
-            tif == TIF.GTC and self.max_orders is not None and len(self) >= self.max_orders
-        ):
+        elif tif == TIF.GTC and self.max_orders is not None and len(self) >= self.max_orders:
             reason = Reason.POOL_EXHAUSTED
         if reason:
             return [_rejected(order_id, reason)]
@@ -457,4 +455,6 @@ def _rejected(order_id: int, reason: int) -> Ev:
 
 
 def _cancelled(order: _Order, reason: int) -> Ev:
-    return _ev(EventKind.CANCELLED, order.order_id, order.side, order.price, order.qty, 0, 0, 0, reason)
+    return _ev(
+        EventKind.CANCELLED, order.order_id, order.side, order.price, order.qty, 0, 0, 0, reason
+    )

@@ -15,6 +15,7 @@ docs/matching.md is produced, valid and invalid, see ``CommandStream``.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,12 +60,15 @@ class StreamConfig:
     max_believed: int = 150  #: cap on believed-live orders (bounds the book)
     invalid_fields: bool = True  #: emit enum fields out of range (ValueError)
     aggression: float = 1.0  #: scales taker flow; lower builds deeper books
+    capacity: int | None = None  #: initial pool size (1 makes the engine grow it often)
 
     def book_args(self) -> tuple[tuple[int, ...], dict[str, Any]]:
         """Positional and keyword arguments for ``OrderBook``/``ReferenceBook``."""
         kwargs: dict[str, Any] = {"max_qty": self.max_qty}
         if self.max_orders is not None:
             kwargs["max_orders"] = self.max_orders
+        if self.capacity is not None:
+            kwargs["capacity"] = self.capacity
         return (self.min_price, self.max_price, self.tick, self.lot), kwargs
 
 
@@ -72,13 +76,13 @@ def config_for_seed(seed: int) -> StreamConfig:
     """A book shape chosen by the seed, so a set of seeds covers all shapes."""
     shape = seed % 5
     if shape == 0:  # narrow band: the edges are reached often
-        return StreamConfig(1000, 1060)
+        return StreamConfig(1000, 1060, capacity=1)
     if shape == 1:  # coarse tick and lot, negative prices allowed
         return StreamConfig(-500, 2500, tick=5, lot=10, accounts=2)
     if shape == 2:  # wide sparse band, deep book
         return StreamConfig(1, 10_000_000, max_believed=300, aggression=0.4)
     if shape == 3:  # small max_qty and a pool limit that is hit
-        return StreamConfig(100, 400, tick=2, max_qty=1000, max_orders=48, accounts=4)
+        return StreamConfig(100, 400, tick=2, max_qty=1000, max_orders=48, accounts=4, capacity=1)
     return StreamConfig(10_000, 12_000, lot=5, max_believed=200, aggression=0.5)  # long queues
 
 
@@ -295,9 +299,9 @@ class CommandStream:
                     (price, qty + (1 if lot > 1 else 0)),
                 ]
             )
-        if 0 < qty <= cfg.max_qty and qty % lot == 0:
-            if price % tick == 0 and cfg.min_price <= price <= cfg.max_price:
-                belief.price, belief.qty = price, qty
+        qty_ok = 0 < qty <= cfg.max_qty and qty % lot == 0
+        if qty_ok and price % tick == 0 and cfg.min_price <= price <= cfg.max_price:
+            belief.price, belief.qty = price, qty
         return Command(Op.REPLACE, order_id, price=price, qty=qty)
 
     def _mass_cancel(self) -> Command:
@@ -502,10 +506,8 @@ def stream(seed: int, n: int, config: StreamConfig | None = None) -> list[Comman
     for _ in range(n):
         cmd = next(gen)
         commands.append(cmd)
-        try:
+        with contextlib.suppress(ValueError):  # an out of range enum field: no events
             gen.observe(apply(book, cmd))
-        except ValueError:
-            pass  # an out of range enum field: no events
     return commands
 
 

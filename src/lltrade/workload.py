@@ -41,6 +41,7 @@ import numpy.typing as npt
 from lltrade.enums import TIF, Op, Side
 
 __all__ = [
+    "KIND_NAMES",
     "Mix",
     "StreamGenerator",
     "Workload",
@@ -64,7 +65,8 @@ _IOC = int(TIF.IOC)
 
 # Kinds of generated command, in the order of Mix's fields.
 _PASSIVE, _CANCEL, _AGGRESSIVE, _REDUCE, _REPLACE = range(5)
-_KIND_NAMES = ("passive", "cancel", "aggressive", "reduce", "replace")
+KIND_NAMES = ("passive", "cancel", "aggressive", "reduce", "replace")
+_KIND_NAMES = KIND_NAMES
 
 # Uniform doubles drawn per command (columns of the random block).
 _DRAWS = 8
@@ -249,6 +251,9 @@ class Workload:
         What made it.
     commands
         The stream, a C-contiguous ``COMMAND_DTYPE`` array.
+    kinds
+        What each command is, as an index into ``KIND_NAMES`` (``passive``,
+        ``cancel``, ``aggressive``, ``reduce``, ``replace``).
     counts
         Commands per kind: ``passive``, ``cancel``, ``aggressive``,
         ``reduce``, ``replace``, and ``market`` (aggressive orders sent as
@@ -262,6 +267,7 @@ class Workload:
 
     spec: WorkloadSpec
     commands: CommandArray
+    kinds: npt.NDArray[np.uint8]
     counts: dict[str, int]
     resting: list[tuple[int, int, int, int]]
 
@@ -570,6 +576,10 @@ class StreamGenerator:
 
     def next(self, n: int) -> CommandArray:
         """Make the next ``n`` commands of the stream."""
+        return self.next_with_kinds(n)[0]
+
+    def next_with_kinds(self, n: int) -> tuple[CommandArray, npt.NDArray[np.uint8]]:
+        """The next ``n`` commands and the kind of each (an index into ``KIND_NAMES``)."""
         spec = self.spec
         tick, lot = spec.tick, spec.lot
         u = self._rng.random((n, _DRAWS))
@@ -724,6 +734,7 @@ class StreamGenerator:
                     if left:
                         self._rest(target_id, tside, new_price, left)
             counts[_KIND_NAMES[kind]] += 1
+            kinds[i] = kind
 
         self.next_order_id = oid
         out = np.zeros(n, dtype=self.dtype)
@@ -736,7 +747,7 @@ class StreamGenerator:
         out["protection"] = prot_out
         if spec.account:
             out["account"] = spec.account
-        return out
+        return out, np.asarray(kinds, dtype=np.uint8)
 
     def chunks(self, size: int) -> Iterator[CommandArray]:
         """Endless chunks of ``size`` commands (for a load generator)."""
@@ -760,5 +771,5 @@ def generate(spec: WorkloadSpec, dtype: np.dtype[np.void] | None = None) -> Work
         The commands, counts per kind and the model's final book.
     """
     gen = StreamGenerator(spec, dtype)
-    commands = gen.next(spec.commands)
-    return Workload(spec, commands, dict(gen.counts), gen.resting())
+    commands, kinds = gen.next_with_kinds(spec.commands)
+    return Workload(spec, commands, kinds, dict(gen.counts), gen.resting())

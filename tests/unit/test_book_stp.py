@@ -156,9 +156,7 @@ def test_stp_with_ioc() -> None:
     book = new_book()
     book.add(1, SELL, 100, 5, account=ME)
     book.add(2, SELL, 100, 2, account=YOU)
-    assert tup(
-        book.add(10, BUY, 100, 8, tif=TIF.IOC, account=ME, stp=STP.CANCEL_RESTING)
-    ) == [
+    assert tup(book.add(10, BUY, 100, 8, tif=TIF.IOC, account=ME, stp=STP.CANCEL_RESTING)) == [
         accepted(10, BUY, 100, 8),
         cancelled(1, SELL, 100, 5, Reason.SELF_TRADE),
         *trade(BUY, 10, 2, 100, 2, 6, 0),
@@ -201,9 +199,7 @@ def test_market_protection_is_fixed_at_arrival_despite_stp() -> None:
     book.add(2, SELL, 101, 5, account=YOU)
     book.add(3, SELL, 102, 5, account=YOU)
     # limit = 100 + 1: the self order at 100 is cancelled, 101 trades, 102 is out.
-    assert tup(
-        book.market(10, BUY, 8, protection_ticks=1, account=ME, stp=STP.CANCEL_RESTING)
-    ) == [
+    assert tup(book.market(10, BUY, 8, protection_ticks=1, account=ME, stp=STP.CANCEL_RESTING)) == [
         accepted(10, BUY, 0, 8),
         cancelled(1, SELL, 100, 5, Reason.SELF_TRADE),
         *trade(BUY, 10, 2, 101, 5, 3, 0),

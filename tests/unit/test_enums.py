@@ -17,7 +17,14 @@ def _pxd_constants() -> dict[str, int]:
 
 @pytest.mark.parametrize(
     ("enum", "prefix"),
-    [(Side, "SIDE_"), (TIF, "TIF_"), (STP, "STP_"), (Op, "OP_"), (EventKind, "EV_"), (Reason, "R_")],
+    [
+        (Side, "SIDE_"),
+        (TIF, "TIF_"),
+        (STP, "STP_"),
+        (Op, "OP_"),
+        (EventKind, "EV_"),
+        (Reason, "R_"),
+    ],
 )
 def test_pxd_mirrors_enum(enum: type, prefix: str) -> None:
     constants = {k[len(prefix) :]: v for k, v in _pxd_constants().items() if k.startswith(prefix)}

@@ -67,13 +67,13 @@ test: lint typecheck unit test-debug test-asan
 bench: build
 	$(PY) -m pip install -q -e ".[peers]"
 	$(PYTEST) benchmark --benchmark-only --benchmark-autosave \
-	  --benchmark-storage=results/benchmarks --benchmark-compare-fail=none \
+	  --benchmark-storage=results/benchmarks \
 	  $$(ls results/benchmarks/*/*.json >/dev/null 2>&1 && echo --benchmark-compare)
-	$(PY) benchmark/replay.py
+	$(PY) benchmark/replay.py --json results/replay.json
 
 bench-replay: build
 	$(PY) -m pip install -q -e ".[peers]"
-	$(PY) benchmark/replay.py
+	$(PY) benchmark/replay.py --json results/replay.json
 
 annotate: $(STAMP)
 	LLTRADE_ANNOTATE=1 $(PY) setup.py -q build_ext --inplace --force

@@ -393,6 +393,7 @@ cdef class OrderBook:
         _ladder_reserve(&self.bids, 32)
         _ladder_reserve(&self.asks, 32)
         self._reserve()
+        self._reserve_own_events(64)
 
     def __dealloc__(self):
         PyMem_RawFree(self.order_pool)

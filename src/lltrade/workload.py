@@ -13,17 +13,25 @@ that every command makes sense when it arrives:
 * aggressive orders take part of the touch, or sweep several levels, as IOC or
   GTC limit orders or market orders with a protection cap.
 
+With 60% adds and 30% cancels the book would grow by 0.3 orders a command if
+aggressive orders did not remove the difference, about 3 resting orders each.
+So the number of resting orders an aggressive order meets is drawn from a
+heavy-tailed law (most take part of the touch, a few sweep several levels)
+whose mean a small controller moves to keep the book near
+``WorkloadSpec.target_orders``; the stream then looks the same at any length.
+
 The model's final book is returned with the stream (``Workload.resting``,
 ``Workload.state_hash()``), which gives an independent check of any engine
 that replays the whole stream.
 
-The same seed and spec give the same stream on every run and platform, and the
-stream does not depend on how it is cut into chunks (``StreamGenerator.next``
-may be called with any sizes).  Only uniform doubles are drawn from the
-generator (``numpy.random.Generator.random``), whose output numpy keeps stable.
+The same seed and spec give the same stream on every run, and the stream does
+not depend on how it is cut into chunks (``StreamGenerator.next`` may be called
+with any sizes).  Only uniform doubles are drawn from the generator
+(``numpy.random.Generator.random``, whose output numpy keeps stable); the rest
+is integer arithmetic and a few ``log``s.
 
-The command dtype is taken from ``lltrade._book`` when it is first needed, so
-this module imports without the compiled extension; pass ``dtype=`` to use
+The command dtype is looked up in ``lltrade._book`` when a generator is made
+(so type-checking needs nothing from the extension); pass ``dtype=`` to use
 another layout with the same field names.
 """
 
@@ -66,7 +74,6 @@ _IOC = int(TIF.IOC)
 # Kinds of generated command, in the order of Mix's fields.
 _PASSIVE, _CANCEL, _AGGRESSIVE, _REDUCE, _REPLACE = range(5)
 KIND_NAMES = ("passive", "cancel", "aggressive", "reduce", "replace")
-_KIND_NAMES = KIND_NAMES
 
 # Uniform doubles drawn per command (columns of the random block).
 _DRAWS = 8
@@ -129,7 +136,7 @@ class Mix:
     def fractions(self) -> dict[str, float]:
         """Each kind's share of the stream, summing to 1."""
         total = sum(self.weights())
-        return {name: w / total for name, w in zip(_KIND_NAMES, self.weights(), strict=True)}
+        return {name: w / total for name, w in zip(KIND_NAMES, self.weights(), strict=True)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +351,7 @@ class StreamGenerator:
         # geometric(p) on 0, 1, 2, ... with mean depth_ticks
         self._depth_log = math.log1p(-1.0 / (1.0 + spec.depth_ticks)) if spec.depth_ticks else 0.0
         self.next_order_id = spec.first_order_id
-        self.counts: dict[str, int] = dict.fromkeys((*_KIND_NAMES, "market", "sweeps", "fills"), 0)
+        self.counts: dict[str, int] = dict.fromkeys((*KIND_NAMES, "market", "sweeps", "fills"), 0)
         # The model book: price -> {order id: open qty} (dict order = FIFO).
         self._bids: dict[int, dict[int, int]] = {}
         self._asks: dict[int, dict[int, int]] = {}
@@ -733,7 +740,7 @@ class StreamGenerator:
                     left = self._match(tside, new_price, new_qty)
                     if left:
                         self._rest(target_id, tside, new_price, left)
-            counts[_KIND_NAMES[kind]] += 1
+            counts[KIND_NAMES[kind]] += 1
             kinds[i] = kind
 
         self.next_order_id = oid

@@ -8,7 +8,9 @@ specified in _book.pxd.  Both faces, the per-call methods and the batch
 
 cimport cython
 cimport numpy as cnp
+from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.mem cimport PyMem_RawFree, PyMem_RawRealloc
+from cpython.ref cimport Py_INCREF
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint64_t
 from libc.string cimport memmove, memset
 
@@ -244,7 +246,7 @@ cdef class Event:
 
 
 cdef list _events_to_list(const EventRecord* ev, Py_ssize_t n):
-    cdef list out = []
+    cdef list out = PyList_New(n)
     cdef Event e
     cdef Py_ssize_t i
     for i in range(n):
@@ -259,7 +261,8 @@ cdef list _events_to_list(const EventRecord* ev, Py_ssize_t n):
         e.taker_id = ev[i].taker_id
         e.reason = ev[i].reason
         e.symbol = ev[i].symbol
-        out.append(e)
+        Py_INCREF(e)                      # PyList_SET_ITEM steals a reference
+        PyList_SET_ITEM(out, i, e)
     return out
 
 
@@ -981,7 +984,8 @@ cdef class OrderBook:
     cdef list _call(self, CommandRecord* c):
         """Per-call face: run one command into the book's own buffer."""
         cdef Py_ssize_t n
-        self._reserve_own_events(self._event_bound(c))
+        if self.own_cap < 5 + 3 * self.n_orders + self.bids.n + self.asks.n:
+            self._reserve_own_events(self._event_bound(c))
         n = self._step(c, self.own_events, self.own_cap, 0)
         return _events_to_list(self.own_events, n)
 

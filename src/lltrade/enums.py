@@ -83,3 +83,12 @@ class Reason(IntEnum):
     MASS_CANCEL = 24
     DISCONNECT = 25
     KILL_SWITCH = 26
+    # -- pre-trade risk and permissions (the daemon, not the book) ----------
+    PRICE_COLLAR = 40  #: price too far from the symbol's reference price
+    MAX_ORDER_QTY = 41  #: order quantity above the account's or symbol's limit
+    MAX_NOTIONAL = 42  #: |price| * qty above the account's or symbol's limit
+    MAX_OPEN_ORDERS = 43  #: the account already has its maximum of resting orders
+    MAX_POSITION = 44  #: a full fill could take the position past the limit
+    SYMBOL_HALTED = 45  #: trading in the symbol is halted (cancels still work)
+    KILL_SWITCH_ACTIVE = 46  #: the kill switch is on: no new orders
+    NOT_AUTHORISED = 47  #: the request needs the admin role

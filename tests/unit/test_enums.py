@@ -32,7 +32,8 @@ def test_pxd_mirrors_enum(enum: type, prefix: str) -> None:
     members = {m.name: int(m) for m in enum}  # type: ignore[attr-defined]
     for name, value in constants.items():
         assert members.get(name) == value, f"{prefix}{name} = {value} but {enum.__name__}.{name}"
-    # Every member the engine can emit by itself has a C twin.
-    engine_only_in_python = {"DISCONNECT", "KILL_SWITCH"}
-    missing = set(members) - set(constants) - engine_only_in_python
+    # Every member the book can emit by itself has a C twin; DISCONNECT and
+    # KILL_SWITCH reach it through `reason=` and 40+ are the daemon's risk checks.
+    not_from_book = {"DISCONNECT", "KILL_SWITCH"} | {n for n, v in members.items() if v >= 40}
+    missing = set(members) - set(constants) - not_from_book
     assert not missing, f"{enum.__name__} members without a C constant: {sorted(missing)}"

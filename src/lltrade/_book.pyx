@@ -950,19 +950,21 @@ cdef class OrderBook:
             side = self.order_pool[oi].side
             stp = self.order_pool[oi].stp
         if c.op == OP_ADD or c.op == OP_REPLACE or c.op == OP_MARKET:
-            if not _is_side(side):
-                return 1
+            if not _is_side(side) or c.qty <= 0:
+                return 1                          # rejected: one event
             if c.op != OP_MARKET and not self._would_cross(side, c.price):
                 return 3
             makers = self.side_orders[SIDE_SELL if side == SIDE_BUY else SIDE_BUY]
-            if stp != STP_CANCEL_RESTING and c.qty > 0:
+            if stp != STP_CANCEL_RESTING:
                 lots = c.qty if self.lot == 1 else c.qty // self.lot
                 if lots + 2 < makers:
                     makers = lots + 2
             return 4 + 3 * makers
         if c.op == OP_MASS_CANCEL:
             return 1 + self.n_orders + self.bids.n + self.asks.n
-        return 3
+        if c.op == OP_CANCEL or c.op == OP_REDUCE:
+            return 3
+        return 1                                  # unknown op: rejected
 
     cdef Py_ssize_t _step(self, const CommandRecord* c, EventRecord* out, Py_ssize_t cap,
                           int32_t cmd_index) except -2:

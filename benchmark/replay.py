@@ -53,8 +53,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import lltrade
-import peers
 from lltrade.workload import KIND_NAMES, Mix, Workload, WorkloadSpec, generate
+
+import peers
 
 Row = tuple[int, int, int, int, int, int, int | None]  # op, id, side, price, qty, tif, protection
 perf_ns = time.perf_counter_ns

@@ -29,6 +29,7 @@ if TESTS not in sys.path:
 
 import lltrade  # noqa: E402
 from lltrade.enums import EventKind, Side  # noqa: E402
+
 from reference_book import ReferenceBook, format_events  # noqa: E402
 from streams import Command, CommandStream, StreamConfig, apply, as_call  # noqa: E402
 

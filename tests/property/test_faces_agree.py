@@ -24,6 +24,7 @@ if TESTS not in sys.path:
 
 import lltrade  # noqa: E402
 from lltrade.enums import STP, EventKind, Op, Reason, Side  # noqa: E402
+
 from reference_book import ReferenceBook, format_events  # noqa: E402
 from streams import Command, apply, as_call, config_for_seed, stream  # noqa: E402
 

@@ -21,6 +21,7 @@ if TESTS not in sys.path:
 
 import lltrade  # noqa: E402
 from lltrade.enums import STP, TIF, Op, Reason, Side  # noqa: E402
+
 from reference_book import ReferenceBook, format_events  # noqa: E402
 from streams import Command, apply, as_call  # noqa: E402
 

@@ -1,5 +1,7 @@
 """GTC limit orders: resting, matching, price-time priority, post-only, the band."""
 
+from lltrade import TIF, EventKind, Reason
+
 from conftest import (
     BUY,
     SELL,
@@ -12,8 +14,6 @@ from conftest import (
     trade,
     tup,
 )
-
-from lltrade import TIF, EventKind, Reason
 
 
 def test_gtc_rests_in_empty_book() -> None:

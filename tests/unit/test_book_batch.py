@@ -3,6 +3,9 @@
 import re
 
 import pytest
+
+from lltrade import STP, TIF, Op, Reason
+
 from conftest import (
     BUY,
     MAX_ID,
@@ -28,8 +31,6 @@ from conftest import (
     trade,
     tup,
 )
-
-from lltrade import STP, TIF, Op, Reason
 
 
 def test_batch_events_match_the_spec() -> None:

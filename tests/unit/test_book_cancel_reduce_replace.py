@@ -1,5 +1,7 @@
 """cancel, reduce and replace."""
 
+from lltrade import TIF, Reason
+
 from conftest import (
     BUY,
     SELL,
@@ -15,8 +17,6 @@ from conftest import (
     trade,
     tup,
 )
-
-from lltrade import TIF, Reason
 
 # -- cancel --------------------------------------------------------------------
 

@@ -1,5 +1,8 @@
 """lltrade.Engine: books per symbol and the routing batch face."""
 
+import lltrade
+from lltrade import Reason
+
 from conftest import (
     BUY,
     SELL,
@@ -17,9 +20,6 @@ from conftest import (
     trade,
     tup,
 )
-
-import lltrade
-from lltrade import Reason
 
 
 def _engine() -> lltrade.Engine:

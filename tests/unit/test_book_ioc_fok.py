@@ -1,5 +1,7 @@
 """IOC and FOK limit orders."""
 
+from lltrade import TIF, Reason
+
 from conftest import (
     BUY,
     SELL,
@@ -12,8 +14,6 @@ from conftest import (
     trade,
     tup,
 )
-
-from lltrade import TIF, Reason
 
 
 def test_ioc_into_empty_book_is_accepted_then_cancelled() -> None:

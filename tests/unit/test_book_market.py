@@ -1,5 +1,7 @@
 """Market orders: sweep, protection limit, remainder, validation."""
 
+from lltrade import Reason
+
 from conftest import (
     BUY,
     SELL,
@@ -12,8 +14,6 @@ from conftest import (
     trade,
     tup,
 )
-
-from lltrade import Reason
 
 
 def test_market_into_empty_book_is_accepted_then_cancelled() -> None:

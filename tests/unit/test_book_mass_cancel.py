@@ -1,9 +1,9 @@
 """mass_cancel(account)."""
 
-from conftest import BUY, SELL, accepted, cancelled, level, new_book, snapshot, tup
-
 import lltrade
 from lltrade import Reason
+
+from conftest import BUY, SELL, accepted, cancelled, level, new_book, snapshot, tup
 
 ME = 7
 YOU = 8

@@ -1,5 +1,7 @@
 """The order pool (growth, POOL_EXHAUSTED) and order ids (range, reuse)."""
 
+from lltrade import TIF, Reason, Side
+
 from conftest import (
     BUY,
     MAX_ID,
@@ -17,8 +19,6 @@ from conftest import (
     trade,
     tup,
 )
-
-from lltrade import TIF, Reason, Side
 
 # -- pool --------------------------------------------------------------------
 

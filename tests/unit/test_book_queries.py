@@ -1,5 +1,8 @@
 """Queries: best_bid/best_ask, depth, orders, len and state_hash."""
 
+import lltrade
+from lltrade import TIF
+
 from conftest import (
     BUY,
     MAX_ID,
@@ -9,9 +12,6 @@ from conftest import (
     new_book,
     snapshot,
 )
-
-import lltrade
-from lltrade import TIF
 
 
 def _book() -> lltrade.OrderBook:

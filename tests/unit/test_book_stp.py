@@ -1,5 +1,8 @@
 """Self-trade prevention: every mode, every order type, FOK with STP, replace."""
 
+import lltrade
+from lltrade import STP, TIF, Reason
+
 from conftest import (
     BUY,
     SELL,
@@ -12,9 +15,6 @@ from conftest import (
     trade,
     tup,
 )
-
-import lltrade
-from lltrade import STP, TIF, Reason
 
 ME = 7
 YOU = 8

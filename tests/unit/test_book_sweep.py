@@ -1,5 +1,8 @@
 """Large sweeps: many levels and thousands of orders; a wide sparse band."""
 
+import lltrade
+from lltrade import TIF, Reason
+
 from conftest import (
     BUY,
     SELL,
@@ -18,9 +21,6 @@ from conftest import (
     trade,
     tup,
 )
-
-import lltrade
-from lltrade import TIF, Reason
 
 LEVELS = 50
 PER_LEVEL = 40

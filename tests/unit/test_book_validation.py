@@ -1,6 +1,10 @@
 """Validation order of every command, and ValueError for programming errors."""
 
 import pytest
+
+import lltrade
+from lltrade import STP, TIF, Reason
+
 from conftest import (
     BUY,
     SELL,
@@ -12,9 +16,6 @@ from conftest import (
     trade,
     tup,
 )
-
-import lltrade
-from lltrade import STP, TIF, Reason
 
 
 def _book() -> lltrade.OrderBook:

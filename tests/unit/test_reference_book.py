@@ -15,6 +15,7 @@ if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
 
 from lltrade.enums import STP, TIF, EventKind, Reason, Side  # noqa: E402
+
 from reference_book import ReferenceBook  # noqa: E402
 
 B, S = Side.BUY, Side.SELL

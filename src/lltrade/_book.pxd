@@ -204,19 +204,19 @@ cdef class OrderBook:
     cdef int _reserve(self) except -1
     cdef int _reserve_own_events(self, Py_ssize_t bound) except -1
     # the order path: never fails, never allocates
-    cdef void _emit(self, uint8_t kind, oid_t order_id, uint8_t side, px_t price, qty_t qty,
+    cdef inline void _emit(self, uint8_t kind, oid_t order_id, uint8_t side, px_t price, qty_t qty,
                     qty_t remaining, oid_t maker_id, oid_t taker_id, uint16_t reason) noexcept
-    cdef void _reject(self, oid_t order_id, uint16_t reason) noexcept
-    cdef Ladder* _ladder(self, uint8_t side) noexcept
-    cdef I64Map* _price_map(self, uint8_t side) noexcept
-    cdef Level* _best(self, uint8_t side) noexcept
-    cdef bint _would_cross(self, uint8_t side, px_t price) noexcept
-    cdef void _touch(self, Level* lvl) noexcept
-    cdef void _emit_levels(self) noexcept
-    cdef int64_t _key(self, uint8_t side, px_t price) noexcept
+    cdef inline void _reject(self, oid_t order_id, uint16_t reason) noexcept
+    cdef inline Ladder* _ladder(self, uint8_t side) noexcept
+    cdef inline I64Map* _price_map(self, uint8_t side) noexcept
+    cdef inline Level* _best(self, uint8_t side) noexcept
+    cdef inline bint _would_cross(self, uint8_t side, px_t price) noexcept
+    cdef inline void _touch(self, Level* lvl) noexcept
+    cdef inline void _emit_levels(self) noexcept
+    cdef inline int64_t _key(self, uint8_t side, px_t price) noexcept
     cdef void _link(self, idx_t oi) noexcept
     cdef void _unlink(self, idx_t oi) noexcept
-    cdef void _free_order(self, idx_t oi) noexcept
+    cdef inline void _free_order(self, idx_t oi) noexcept
     cdef px_t _market_limit(self, uint8_t side, int64_t protection) noexcept
     cdef bint _fok_fillable(self, uint8_t side, px_t limit, qty_t qty, acct_t account,
                             uint8_t stp) noexcept

@@ -477,7 +477,7 @@ cdef class OrderBook:
     # Small helpers of the order path
     # -------------------------------------------------------------------------
 
-    cdef void _emit(self, uint8_t kind, oid_t order_id, uint8_t side, px_t price,
+    cdef inline void _emit(self, uint8_t kind, oid_t order_id, uint8_t side, px_t price,
                            qty_t qty, qty_t remaining, oid_t maker_id, oid_t taker_id,
                            uint16_t reason) noexcept:
         cdef EventRecord* e = &self.out[self.n_out]
@@ -495,29 +495,29 @@ cdef class OrderBook:
         e._pad = 0
         self.n_out += 1
 
-    cdef void _reject(self, oid_t order_id, uint16_t reason) noexcept:
+    cdef inline void _reject(self, oid_t order_id, uint16_t reason) noexcept:
         self._emit(EV_REJECTED, order_id, 0, 0, 0, 0, 0, 0, reason)
 
-    cdef Ladder* _ladder(self, uint8_t side) noexcept:
+    cdef inline Ladder* _ladder(self, uint8_t side) noexcept:
         return &self.bids if side == SIDE_BUY else &self.asks
 
-    cdef I64Map* _price_map(self, uint8_t side) noexcept:
+    cdef inline I64Map* _price_map(self, uint8_t side) noexcept:
         return &self.bid_map if side == SIDE_BUY else &self.ask_map
 
-    cdef Level* _best(self, uint8_t side) noexcept:
+    cdef inline Level* _best(self, uint8_t side) noexcept:
         """The best level of ``side``, or NULL when that side is empty."""
         cdef Ladder* l = self._ladder(side)
         if l.n == 0:
             return NULL
         return &self.level_pool[l.items[l.n - 1].level]
 
-    cdef bint _would_cross(self, uint8_t side, px_t price) noexcept:
+    cdef inline bint _would_cross(self, uint8_t side, px_t price) noexcept:
         cdef Level* best = self._best(SIDE_SELL if side == SIDE_BUY else SIDE_BUY)
         if best == NULL:
             return False
         return best.price <= price if side == SIDE_BUY else best.price >= price
 
-    cdef void _touch(self, Level* lvl) noexcept:
+    cdef inline void _touch(self, Level* lvl) noexcept:
         """Record a level's total before the current command first changes it."""
         if lvl.touched_in == self.epoch:
             return
@@ -530,7 +530,7 @@ cdef class OrderBook:
         t.level = <idx_t>(lvl - self.level_pool)
         self.n_touched += 1
 
-    cdef void _emit_levels(self) noexcept:
+    cdef inline void _emit_levels(self) noexcept:
         cdef Py_ssize_t i
         cdef Touch* t
         cdef qty_t now
@@ -540,7 +540,7 @@ cdef class OrderBook:
             if now != t.before:
                 self._emit(EV_LEVEL, 0, t.side, t.price, now, 0, 0, 0, R_NONE)
 
-    cdef int64_t _key(self, uint8_t side, px_t price) noexcept:
+    cdef inline int64_t _key(self, uint8_t side, px_t price) noexcept:
         return price if side == SIDE_BUY else -price
 
     cdef void _link(self, idx_t oi) noexcept:
@@ -614,7 +614,7 @@ cdef class OrderBook:
             lvl.next_free = self.free_level
             self.free_level = li
 
-    cdef void _free_order(self, idx_t oi) noexcept:
+    cdef inline void _free_order(self, idx_t oi) noexcept:
         _map_del(&self.oid_map, self.order_pool[oi].id)
         self.order_pool[oi].next = self.free_order
         self.free_order = oi

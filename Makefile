@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXT    := build/.ext-release
-CORE   := src/lltrade/_book.pyx src/lltrade/_book.pxd setup.py
+CORE   := $(wildcard src/lltrade/*.pyx src/lltrade/*.pxd) setup.py
 PYTEST := $(PY) -m pytest
 ASAN_LIB = $(shell cc -print-file-name=libasan.so)
 
@@ -77,7 +77,7 @@ bench-replay: build
 
 annotate: $(STAMP)
 	LLTRADE_ANNOTATE=1 $(PY) setup.py -q build_ext --inplace --force
-	@echo "annotated source: build/cython/src/lltrade/_book.html"
+	@echo "annotated sources: build/cython/src/lltrade/_book.html, _gate.html"
 
 clean:
 	rm -rf build src/lltrade/*.so src/lltrade/*.c .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""Build the lltrade Cython extension.
+"""Build the lltrade Cython extensions (the book and the order gate).
 
 Directives are set once here.  Two environment switches change the build:
 
@@ -51,13 +51,15 @@ if SANITIZE:
 
 extensions = [
     Extension(
-        "lltrade._book",
-        ["src/lltrade/_book.pyx"],
+        f"lltrade.{name}",
+        [f"src/lltrade/{name}.pyx"],
         include_dirs=[numpy.get_include(), "src/lltrade"],
         define_macros=macros,
         extra_compile_args=compile_args,
         extra_link_args=link_args,
-    ),
+    )
+    # _gate cimports _book's records and _cmap's map (both .pxd, resolved by cythonize).
+    for name in ("_book", "_gate")
 ]
 
 setup(

@@ -12,6 +12,9 @@ width of the price band.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
+# The int64 -> int32 hash map (order ids, prices) is shared with the order gate.
+from lltrade._cmap cimport I64Map, MapSlot
+
 ctypedef int64_t px_t      # price in base units; a multiple of the book's tick
 ctypedef int64_t qty_t     # quantity in base units; a multiple of the lot
 ctypedef int64_t oid_t     # order id, 1 .. 2**63 - 1
@@ -109,17 +112,6 @@ ctypedef struct Ladder:            # the live levels of one side, sorted worst .
     LadderItem* items
     Py_ssize_t n
     Py_ssize_t cap
-
-
-ctypedef struct MapSlot:           # 16 bytes
-    int64_t key
-    idx_t val                      # NIL = empty slot
-
-
-ctypedef struct I64Map:            # open addressing, linear probing, backward-shift delete
-    MapSlot* slots
-    uint64_t mask                  # capacity - 1; capacity is a power of two
-    Py_ssize_t count               # kept <= capacity / 2
 
 
 ctypedef struct Touch:             # a level changed by the current command

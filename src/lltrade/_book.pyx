@@ -9,10 +9,12 @@ specified in _book.pxd.  Both faces, the per-call methods and the batch
 cimport cython
 cimport numpy as cnp
 from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.mem cimport PyMem_RawFree, PyMem_RawRealloc
+from cpython.mem cimport PyMem_RawFree
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint64_t
 from libc.string cimport memmove, memset
+
+from lltrade._cmap cimport _grow, _map_del, _map_get, _map_init, _map_put, _map_reserve
 
 import numpy as np
 
@@ -27,110 +29,6 @@ cdef int64_t QTY_TOTAL_LIMIT = (<int64_t>1) << 62
 cdef Py_ssize_t INDEX_LIMIT = 0x7FFFFFF0  # pools are addressed by int32
 # Capacity is checked once per this many commands (see OrderBook._reserve).
 cdef int32_t RESERVE_AHEAD = 64
-
-
-# =============================================================================
-# Memory helpers (allocation happens between commands, never inside one)
-# =============================================================================
-
-cdef void* _grow(void* ptr, Py_ssize_t count, size_t size) except NULL:
-    """Resize ``ptr`` to ``count`` items of ``size`` bytes, overflow-checked."""
-    if count <= 0 or <size_t>count > (<size_t>-1) // size:
-        raise MemoryError(f"cannot size an array of {count} items of {size} bytes")
-    cdef void* p = PyMem_RawRealloc(ptr, <size_t>count * size)
-    if p == NULL:
-        raise MemoryError(f"out of memory growing an array to {count} items")
-    return p
-
-
-# =============================================================================
-# int64 -> int32 hash map: open addressing, linear probing, backward-shift
-# deletion (no tombstones, so probe lengths stay short under churn)
-# =============================================================================
-
-cdef inline uint64_t _mix64(uint64_t x) noexcept nogil:
-    x ^= x >> 33
-    x *= <uint64_t>0xFF51AFD7ED558CCD
-    x ^= x >> 33
-    x *= <uint64_t>0xC4CEB9FE1A85EC53
-    x ^= x >> 33
-    return x
-
-
-cdef int _map_init(I64Map* m, Py_ssize_t cap) except -1:
-    cdef Py_ssize_t n = 16
-    while n < cap:
-        n <<= 1
-    m.slots = <MapSlot*>_grow(NULL, n, sizeof(MapSlot))
-    cdef Py_ssize_t i
-    for i in range(n):
-        m.slots[i].val = NIL
-    m.mask = <uint64_t>(n - 1)
-    m.count = 0
-    return 0
-
-
-cdef inline idx_t _map_get(const I64Map* m, int64_t key) noexcept nogil:
-    cdef uint64_t i = _mix64(<uint64_t>key) & m.mask
-    while m.slots[i].val != NIL:
-        if m.slots[i].key == key:
-            return m.slots[i].val
-        i = (i + 1) & m.mask
-    return NIL
-
-
-cdef inline void _map_put(I64Map* m, int64_t key, idx_t val) noexcept nogil:
-    """Insert a key known to be absent; room was reserved by _map_reserve."""
-    cdef uint64_t i = _mix64(<uint64_t>key) & m.mask
-    while m.slots[i].val != NIL:
-        i = (i + 1) & m.mask
-    m.slots[i].key = key
-    m.slots[i].val = val
-    m.count += 1
-
-
-cdef inline void _map_del(I64Map* m, int64_t key) noexcept nogil:
-    cdef uint64_t i = _mix64(<uint64_t>key) & m.mask
-    cdef uint64_t j, home
-    while m.slots[i].val != NIL:
-        if m.slots[i].key == key:
-            break
-        i = (i + 1) & m.mask
-    else:
-        return
-    # Shift later members of the cluster back so lookups never hit a hole.
-    j = i
-    while True:
-        j = (j + 1) & m.mask
-        if m.slots[j].val == NIL:
-            break
-        home = _mix64(<uint64_t>m.slots[j].key) & m.mask
-        # Leave slot j alone if its home lies cyclically in (i, j].
-        if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
-            continue
-        m.slots[i] = m.slots[j]
-        i = j
-    m.slots[i].val = NIL
-    m.count -= 1
-
-
-cdef int _map_reserve(I64Map* m, Py_ssize_t want) except -1:
-    """Make room for ``want`` keys at a load factor of at most 1/2."""
-    cdef Py_ssize_t cap = <Py_ssize_t>m.mask + 1
-    if want * 2 <= cap:
-        return 0
-    cdef Py_ssize_t new_cap = cap
-    while want * 2 > new_cap:
-        new_cap <<= 1
-    cdef MapSlot* old = m.slots
-    cdef Py_ssize_t i
-    m.slots = NULL
-    _map_init(m, new_cap)
-    for i in range(cap):
-        if old[i].val != NIL:
-            _map_put(m, old[i].key, old[i].val)
-    PyMem_RawFree(old)
-    return 0
 
 
 # =============================================================================

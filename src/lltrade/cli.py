@@ -3,21 +3,575 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Final
+
+from lltrade.client import (
+    Book,
+    Client,
+    ClientError,
+    ConnectError,
+    ConversionError,
+    Execution,
+    LogonError,
+    RejectedError,
+    Stream,
+    UnknownSymbolError,
+    describe_reason,
+    from_qty,
+    from_ticks,
+    to_qty,
+    to_ticks,
+)
+from lltrade.config import DEMO_SECRETS, hash_secret
+from lltrade.enums import STP, TIF, Reason, Side
+from lltrade.protocol import Fill, SymbolInfo
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 9000
+DEFAULT_ACCOUNT: Final = "alice"
+"""The demo account used when neither ``--account`` nor ``LLTRADE_ACCOUNT`` names one."""
+
+_REDRAW_INTERVAL: Final = 0.1  # seconds between two redraws of `lltrade book`
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+class UsageError(Exception):
+    """A mistake in the command's arguments: one line on stderr, exit status 2."""
+
+
+class CommandError(Exception):
+    """The command could not be carried out: one line on stderr, exit status 1."""
+
+
+# -- arguments ------------------------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1..65535, got {port}")
+    return port
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("connection")
+    group.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"the daemon's address (default {DEFAULT_HOST})"
+    )
+    group.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"the daemon's order-entry port (default {DEFAULT_PORT})",
+    )
+    group.add_argument(
+        "--account",
+        help=f"account name (default: $LLTRADE_ACCOUNT, else the demo account {DEFAULT_ACCOUNT})",
+    )
+    group.add_argument(
+        "--secret",
+        help="the account's secret (default: $LLTRADE_SECRET, else the demo account's public "
+        "secret); prefer the variable, command lines are visible to other users",
+    )
+    group.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="time allowed for connecting and logging on (default 5)",
+    )
+    return parent
+
+
+def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lltrade", description=__doc__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("demo", help="run a short order-book demo and print what it did")
+
+    # -- `lltrade run` (the daemon) ----------------------------------------------------------
+    # Reserved for the lead engineer: register the `run` sub-parser here and
+    # dispatch on `args.command == "run"` in main().  Not implemented in this file.
+    # ------------------------------------------------------------------------------------------
+
+    connection = _connection_options()
+
+    order = commands.add_parser(
+        "order",
+        parents=[connection],
+        help="enter a limit order and print its acknowledgement and fills",
+        description="Enter a limit order, e.g. `lltrade order buy DEMO 10 @ 100.25`, and print "
+        "the daemon's answer and the order's fills.  Prices and quantities are decimals, "
+        "converted exactly to the symbol's grid (an off-grid value is refused, never rounded).  "
+        "Each lltrade command is a session of its own: when it ends, the daemon cancels the "
+        "session's resting orders if the account cancels on disconnect (the demo traders "
+        "do); --wait keeps the session, and so the order, open until the order is done.",
+    )
+    order.add_argument("side", type=str.lower, choices=("buy", "sell"), help="buy or sell")
+    order.add_argument("symbol", help="symbol name, e.g. DEMO")
+    order.add_argument(
+        "terms", nargs="+", metavar="QTY @ PRICE", help="quantity and limit price, e.g. 10 @ 100.25"
+    )
+    tif = order.add_mutually_exclusive_group()
+    tif.add_argument(
+        "--ioc", action="store_true", help="immediate or cancel: fill what can be, cancel the rest"
+    )
+    tif.add_argument(
+        "--fok", action="store_true", help="fill or kill: fill completely now or not at all"
+    )
+    order.add_argument(
+        "--post-only", action="store_true", help="only rest, never take (rejected if it crosses)"
+    )
+    order.add_argument(
+        "--stp",
+        choices=[m.name.lower().replace("_", "-") for m in STP],
+        default="none",
+        help="self-trade prevention mode (default none)",
+    )
+    order.add_argument("--cl-ord-id", type=_positive_int, help="client order id (default 1)")
+    order.add_argument(
+        "--wait",
+        action="store_true",
+        help="stay connected and print fills until the order is filled or cancelled (Ctrl-C "
+        "ends the session)",
+    )
+    order.set_defaults(handler=_order)
+
+    cancel = commands.add_parser(
+        "cancel",
+        parents=[connection],
+        help="cancel resting orders (--all: every order of the account)",
+        description="Cancel resting orders.  The daemon scopes a cl_ord_id to the session that "
+        "entered the order, and every lltrade command is a session of its own, so `lltrade "
+        "cancel SYMBOL CL_ORD_ID` only reaches orders of its own session: an order entered by "
+        "another command or program is not found (UNKNOWN_ORDER).  Use `lltrade cancel "
+        "[SYMBOL] --all` to cancel every resting order of the account, from all of its "
+        "sessions, in SYMBOL or in every symbol.",
+    )
+    cancel.add_argument("symbol", nargs="?", help="symbol name (with --all: optional)")
+    cancel.add_argument(
+        "cl_ord_id",
+        nargs="?",
+        type=_positive_int,
+        help="client order id of an order of this same session (see above)",
+    )
+    cancel.add_argument(
+        "--all", action="store_true", help="mass cancel: every resting order of the account"
+    )
+    cancel.add_argument(
+        "--target-account",
+        type=_positive_int,
+        metavar="ID",
+        help="with --all: mass cancel another account by id (admin accounts only)",
+    )
+    cancel.set_defaults(handler=_cancel)
+
+    book = commands.add_parser(
+        "book",
+        parents=[connection],
+        help="show a symbol's depth, live",
+        description="Show a symbol's price levels, redrawn as the book changes (Ctrl-C stops).",
+    )
+    book.add_argument("symbol", help="symbol name, e.g. DEMO")
+    book.add_argument(
+        "--levels",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="price levels per side (default 10)",
+    )
+    book.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    book.set_defaults(handler=_book, interrupted=0)
+
+    secret = commands.add_parser(
+        "hash-secret",
+        help="hash an account secret for the config's secret_hash",
+        description="Read a secret (from standard input, or a prompt on a terminal) and print "
+        "its scrypt hash, the value of an account's `secret_hash` in the config.",
+    )
+    secret.set_defaults(handler=_hash_secret)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``lltrade`` command line.
+
+    Parameters
+    ----------
+    argv
+        The arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 1 when the command failed (daemon not
+        running, logon refused, order rejected, ...), 2 for a usage mistake.
+        A mistake is reported as one line on stderr, never a traceback.
+    """
+    parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
         from lltrade.demo import run_demo
 
         return run_demo(sys.stdout)
-    parser.print_help()
-    return 2
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return handler(args)
+    except UsageError as exc:
+        return _error(str(exc), 2)
+    except (ConversionError, UnknownSymbolError) as exc:
+        return _error(str(exc), 2)
+    except (CommandError, ClientError) as exc:
+        return _error(str(exc), 1)
+    except KeyboardInterrupt:
+        code: int = getattr(args, "interrupted", 130)
+        return code
+
+
+def _error(message: str, code: int) -> int:
+    print(f"lltrade: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def _run(command: Coroutine[Any, Any, int]) -> int:
+    return asyncio.run(command)
+
+
+def _out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+# -- connecting --------------------------------------------------------------------------------
+
+
+def _credentials(args: argparse.Namespace) -> tuple[str, str]:
+    account: str = args.account or os.environ.get("LLTRADE_ACCOUNT") or DEFAULT_ACCOUNT
+    secret: str | None = args.secret
+    if secret is None:
+        secret = os.environ.get("LLTRADE_SECRET")
+    if secret is None:
+        secret = DEMO_SECRETS.get(account)
+    if secret is None:
+        raise UsageError(f"no secret for account {account!r}: pass --secret or set LLTRADE_SECRET")
+    return account, secret
+
+
+async def _connect(args: argparse.Namespace) -> Client:
+    account, secret = _credentials(args)
+    where = f"{args.host}:{args.port}"
+    try:
+        return await Client.connect(
+            args.host, args.port, account, secret, timeout=args.timeout, buffer_executions=True
+        )
+    except ConnectError as exc:
+        if isinstance(exc.cause, ConnectionRefusedError):
+            raise CommandError(
+                f"cannot connect to {where}: is the daemon running? (`make run`)"
+            ) from None
+        raise CommandError(str(exc)) from None
+    except LogonError as exc:
+        raise CommandError(
+            f"logon as {account!r} refused: {describe_reason(exc.reason, exc.text)}"
+        ) from None
+
+
+# -- order ---------------------------------------------------------------------------------------
+
+
+def _qty_and_price(terms: Sequence[str]) -> tuple[str, str]:
+    qty, at, price = " ".join(terms).partition("@")
+    qty, price = qty.strip(), price.strip()
+    if not at or not qty or not price or " " in qty or " " in price or "@" in price:
+        raise UsageError(
+            f"expected QTY @ PRICE, got {' '.join(terms)!r} "
+            "(e.g. `lltrade order buy DEMO 10 @ 100.25`)"
+        )
+    return qty, price
+
+
+class _OrderState:
+    """What the command knows about its one order."""
+
+    def __init__(self, info: SymbolInfo, cl_ord_id: int, qty: int, wait: bool) -> None:
+        self.info = info
+        self.wait = wait
+        self.cl_ord_id = cl_ord_id
+        self.open = qty
+        self.ended = False
+
+    def show(self, report: Execution) -> None:
+        if report.cl_ord_id != self.cl_ord_id:
+            return
+        info = self.info
+        price = from_ticks(info, report.price)
+        if isinstance(report, Fill):
+            role = "maker" if report.maker else "taker"
+            _out(
+                f"fill: {from_qty(info, report.qty)} @ {price} ({role}, exec_id "
+                f"{report.exec_id}), {from_qty(info, report.leaves_qty)} left"
+            )
+            self.open = report.leaves_qty
+            self.ended = report.leaves_qty == 0
+        else:
+            hint = ""
+            if report.reason == Reason.DISCONNECT and not self.wait:
+                hint = " (use --wait to keep the order working while the command runs)"
+            _out(
+                f"cancelled: {from_qty(info, report.cancelled_qty)} @ {price} "
+                f"({describe_reason(report.reason)}){hint}"
+            )
+            self.open = 0
+            self.ended = True
+
+    def show_all(self, reports: Stream[Execution]) -> None:
+        for report in reports.drain():
+            self.show(report)
+
+
+def _order(args: argparse.Namespace) -> int:
+    qty_text, price_text = _qty_and_price(args.terms)
+    return _run(_order_session(args, qty_text, price_text))
+
+
+async def _order_session(args: argparse.Namespace, qty_text: str, price_text: str) -> int:
+    side = Side.BUY if args.side == "buy" else Side.SELL
+    tif = TIF.IOC if args.ioc else TIF.FOK if args.fok else TIF.GTC
+    stp = STP[args.stp.upper().replace("-", "_")]
+    async with await _connect(args) as client:
+        info = client.symbols[args.symbol]
+        price = to_ticks(info, price_text)
+        qty = to_qty(info, qty_text)
+        if qty <= 0:
+            raise UsageError(f"quantity must be positive, got {qty_text}")
+        reports = client.executions()
+        try:
+            ack = await client.new_order(
+                info,
+                side,
+                price,
+                qty,
+                tif=tif,
+                post_only=args.post_only,
+                stp=stp,
+                cl_ord_id=args.cl_ord_id,
+            )
+        except RejectedError as exc:
+            raise CommandError(f"order rejected: {describe_reason(exc.reason, exc.text)}") from None
+        _out(
+            f"accepted: {side.name.lower()} {from_qty(info, ack.qty)} {info.name} @ "
+            f"{from_ticks(info, ack.price)} {tif.name} (cl_ord_id {ack.cl_ord_id}, "
+            f"order_id {ack.order_id})"
+        )
+        order = _OrderState(info, ack.cl_ord_id, ack.qty, args.wait)
+        await client.sync()  # every fill the order met on arrival is in now
+        order.show_all(reports)
+        if not order.ended and args.wait:
+            _out(f"resting: {from_qty(info, order.open)} open; waiting (Ctrl-C to stop)")
+            try:
+                async for report in reports:
+                    order.show(report)
+                    if order.ended:
+                        break
+            except asyncio.CancelledError:  # Ctrl-C: log out, show what that did
+                await client.close()
+                order.show_all(reports)
+                raise
+        if not order.ended:
+            await client.close()  # may cancel the order (cancel on disconnect)
+            order.show_all(reports)
+            if not order.ended:
+                _out(
+                    f"resting: {from_qty(info, order.open)} open (order_id {ack.order_id}); "
+                    "the account keeps its orders after the session"
+                )
+    return 0
+
+
+# -- cancel --------------------------------------------------------------------------------------
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    if args.all:
+        if args.cl_ord_id is not None:
+            raise UsageError("give either --all or a CL_ORD_ID, not both")
+    else:
+        if args.symbol is None or args.cl_ord_id is None:
+            raise UsageError(
+                "expected SYMBOL CL_ORD_ID, or --all (see `lltrade cancel --help` for why a "
+                "single order can only be cancelled from its own session)"
+            )
+        if args.target_account is not None:
+            raise UsageError("--target-account only goes with --all")
+    return _run(_cancel_session(args))
+
+
+async def _cancel_session(args: argparse.Namespace) -> int:
+    async with await _connect(args) as client:
+        info = client.symbols[args.symbol] if args.symbol is not None else None
+        where = f"in {info.name}" if info is not None else "in every symbol"
+        if args.all:
+            account = args.target_account or 0
+            try:
+                await client.mass_cancel(info, account=account)
+            except RejectedError as exc:
+                raise CommandError(
+                    f"mass cancel rejected: {describe_reason(exc.reason, exc.text)}"
+                ) from None
+            whose = f"account {account}" if account else f"account {client.account!r}"
+            _out(f"mass cancel done: every resting order of {whose} {where} is cancelled")
+            return 0
+        try:
+            report = await client.cancel(args.cl_ord_id)
+        except RejectedError as exc:
+            message = f"cancel rejected: {describe_reason(exc.reason, exc.text)}"
+            if exc.reason == Reason.UNKNOWN_ORDER:
+                message += (
+                    f"; a cl_ord_id belongs to the session that entered the order, so use "
+                    f"`lltrade cancel {args.symbol} --all` to cancel the account's orders"
+                )
+            raise CommandError(message) from None
+        assert info is not None
+        _out(
+            f"cancelled: {from_qty(info, report.cancelled_qty)} @ "
+            f"{from_ticks(info, report.price)} (cl_ord_id {report.cl_ord_id})"
+        )
+    return 0
+
+
+# -- book ----------------------------------------------------------------------------------------
+
+
+def render_book(book: Book, levels: int) -> str:
+    """The book as text: asks above bids, best prices in the middle.
+
+    Parameters
+    ----------
+    book
+        A subscribed symbol's :class:`lltrade.client.Book`.
+    levels
+        Price levels shown per side.
+
+    Returns
+    -------
+    str
+        Several lines, no trailing newline.
+    """
+    info = book.info
+    bids, asks = book.top(levels)
+
+    def price(p: int) -> str:
+        return str(from_ticks(info, p))
+
+    def qty(q: int) -> str:
+        return str(from_qty(info, q))
+
+    head = [info.name + ("  HALTED" if info.halted else "")]
+    best_bid, best_ask = book.best_bid, book.best_ask
+    if best_bid is not None and best_ask is not None:
+        spread = from_ticks(info, best_ask[0] - best_bid[0])
+        head.append(f"bid {price(best_bid[0])}  ask {price(best_ask[0])}  spread {spread}")
+    if book.last_trade is not None:
+        trade = book.last_trade
+        head.append(f"last {qty(trade.qty)} @ {price(trade.price)}")
+    rows = [("", price(p), qty(q)) for p, q in reversed(asks)]
+    rows += [(qty(q), price(p), "") for p, q in bids]
+    header = ("bid qty", "price", "ask qty")
+    width = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    lines = ["   ".join(head)]
+    lines.append(f"{header[0]:>{width[0]}}  {header[1]:>{width[1]}}  {header[2]}")
+    lines += [f"{b:>{width[0]}}  {p:>{width[1]}}  {a}".rstrip() for b, p, a in rows]
+    if not rows:
+        lines.append("(no orders)")
+    return "\n".join(lines)
+
+
+def _book(args: argparse.Namespace) -> int:
+    return _run(_book_session(args))
+
+
+async def _book_session(args: argparse.Namespace) -> int:
+    async with await _connect(args) as client:
+        info = client.symbols[args.symbol]
+        sub = await client.subscribe(info)
+        book = client.book(info)
+        if args.once:
+            _out(render_book(book, args.levels))
+            return 0
+        sub.drain()  # the snapshot: already in the book
+        tty = sys.stdout.isatty()
+        loop = asyncio.get_running_loop()
+
+        def draw() -> None:
+            text = render_book(book, args.levels)
+            _out(f"\x1b[H\x1b[2J{text}" if tty else f"{text}\n")
+
+        draw()
+        last = loop.time()
+        async for _msg in sub:
+            wait = last + _REDRAW_INTERVAL - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)  # coalesce bursts into one redraw
+            sub.drain()  # the book already holds them
+            draw()
+            last = loop.time()
+    return 0
+
+
+# -- hash-secret -------------------------------------------------------------------------------
+
+
+def _hash_secret(args: argparse.Namespace) -> int:
+    stdin = sys.stdin
+    if stdin is not None and stdin.isatty():
+        secret = getpass.getpass("secret: ")
+        if getpass.getpass("again: ") != secret:
+            raise UsageError("the two secrets differ")
+    elif stdin is not None:
+        secret = stdin.read()
+        if secret.endswith("\n"):
+            secret = secret[:-1]
+            if secret.endswith("\r"):
+                secret = secret[:-1]
+    else:
+        raise UsageError("no standard input to read the secret from")
+    if not secret:
+        raise UsageError("empty secret")
+    if "\n" in secret:
+        raise UsageError("the secret must be one line")
+    if len(secret) > 256:
+        raise UsageError(f"the secret is {len(secret)} characters; the protocol allows 256")
+    _out(hash_secret(secret))
+    return 0
 
 
 if __name__ == "__main__":

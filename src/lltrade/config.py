@@ -72,6 +72,8 @@ class ServerConfig(_Section, frozen=True, kw_only=True):
     heartbeat_ms: Millis = 1_000  #: either side sends a Heartbeat after this much silence
     idle_timeout_ms: Millis = 5_000  #: disconnect after this long without receiving anything
     logon_timeout_ms: Millis = 5_000  #: a connection must log on within this
+    max_sessions: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 1024
+    """Most sessions logged on at once."""
     max_outbound_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 8 * 1024 * 1024
     """Slow-consumer bound: a session whose unsent output passes it is cut off."""
 

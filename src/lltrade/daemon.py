@@ -1,0 +1,657 @@
+"""The trading daemon: one event loop owning every book, session and order.
+
+Data path (docs/daemon.md): a read's frames -> session checks -> the order
+gate (ids, rate limit, pre-trade risk; Cython) -> a batch of engine commands
+-> ``Engine.process`` (Cython) -> the gate learns the outcome and routes each
+event -> execution reports to the owning sessions and market data to
+subscribers -> one write per session.  Nothing on that path blocks, logs or
+waits for a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import numpy as np
+
+from lltrade import COMMAND_DTYPE, EVENT_DTYPE, Engine, EventKind, Op, Reason
+from lltrade._gate import OrderGate
+from lltrade.config import AccountConfig, Config, SymbolConfig, verify_secret
+from lltrade.marketdata import MarketData
+from lltrade.protocol import (
+    PROTOCOL_VERSION,
+    Cancel,
+    Cancelled,
+    ClientMessage,
+    Done,
+    Fill,
+    FrameError,
+    Halt,
+    Heartbeat,
+    KillSwitch,
+    Logon,
+    LogonAck,
+    LogonReject,
+    Logout,
+    MassCancel,
+    NewOrder,
+    OrderAccepted,
+    OrderRejected,
+    Reduce,
+    Reduced,
+    Reject,
+    Replace,
+    Replaced,
+    SessionReason,
+    Subscribe,
+    SymbolInfo,
+    Unsubscribe,
+    reason_name,
+)
+from lltrade.runtime import BusyPoll
+from lltrade.session import Session
+
+log = logging.getLogger("lltrade.daemon")
+
+BATCH: Final = 4096  #: most engine commands gathered before they are processed
+TICK_S: Final = 0.1  #: period of the heartbeat / timeout scan
+_ORDER_MESSAGES: Final = (NewOrder, Cancel, Replace, Reduce)
+_ACCEPTED, _REJECTED, _FILL, _CANCELLED, _REDUCED, _REPLACED, _LEVEL = (int(k) for k in EventKind)
+
+
+class Daemon:
+    """Owns the engine, the order gate, the sessions and the market data.
+
+    Parameters
+    ----------
+    config
+        A validated configuration (:func:`lltrade.config.load_config`).
+    loop
+        The loop it runs on; the daemon touches nothing from another thread.
+    """
+
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.loop = loop
+        self.engine = Engine()
+        self.gate = OrderGate(max_sessions=config.server.max_sessions)
+        self.symbols: dict[int, SymbolConfig] = {}
+        self.halted: dict[int, bool] = {}
+        for s in config.symbols:
+            self.engine.add_book(
+                s.id, s.min_price, s.max_price, s.tick, s.lot, max_orders=s.max_orders
+            )
+            self.gate.add_symbol(
+                s.id,
+                tick=s.tick,
+                lot=s.lot,
+                reference_price=s.reference_price,
+                collar_ticks=(s.limits.price_collar // s.tick)
+                if s.limits.price_collar is not None
+                else 0,
+                max_order_qty=s.limits.max_order_qty or 0,
+                max_notional=s.limits.max_notional or 0,
+            )
+            self.symbols[s.id] = s
+            self.halted[s.id] = False
+        self.accounts: dict[str, AccountConfig] = {a.name: a for a in config.accounts}
+        for a in config.accounts:
+            self.gate.add_account(
+                a.id,
+                max_open_orders=a.limits.max_open_orders,
+                max_position=a.limits.max_position,
+                max_order_qty=a.limits.max_order_qty,
+                max_notional=a.limits.max_notional,
+                msg_rate_per_s=a.limits.msg_rate_per_s,
+                msg_burst=a.limits.msg_rate_per_s,
+            )
+        self.market = MarketData(self)
+        self.sessions: set[Session] = set()
+        self.by_slot: list[Session | None] = [None] * config.server.max_sessions
+        self._free_slots = list(range(config.server.max_sessions - 1, -1, -1))
+        # One batch of engine commands and its events, reused.
+        self.commands = np.zeros(BATCH, dtype=COMMAND_DTYPE)
+        self.events = np.zeros(1 << 16, dtype=EVENT_DTYPE)
+        self.routes = np.zeros((1 << 16, 2), dtype=np.int64)
+        self.n_commands = 0
+        self.refs: list[tuple[Session | None, int]] = []  # per command: (session, client seq)
+        self.exec_id = 0
+        self.session_ids = 0  #: LogonAck.session_id: counts logons since start
+        self.dirty: set[Session] = set()  #: sessions with queued output
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "commands",
+                "messages_in",
+                "logons",
+                "logon_failures",
+                "malformed",
+                "disconnects",
+                "slow_consumers",
+                "internal_errors",
+            ),
+            0,
+        )
+        self.server: asyncio.AbstractServer | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        self._busy: BusyPoll | None = None
+
+    # =========================================================================
+    # Start and stop
+    # =========================================================================
+
+    async def start(self, host: str | None = None, port: int | None = None) -> None:
+        """Listen for clients (``host``/``port`` override the config)."""
+        cfg = self.config.server
+        self._stopping = asyncio.Event()
+        self.server = await self.loop.create_server(
+            self._new_session, host or cfg.host, cfg.port if port is None else port
+        )
+        self._ticker = self.loop.call_later(TICK_S, self._tick)
+        if self.config.process.busy_poll:
+            self._busy = BusyPoll(self.loop)
+            self._busy.start()
+        log.info("listening", extra={"address": self.address, "symbols": len(self.symbols)})
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` the daemon listens on."""
+        assert self.server is not None
+        sockname = self.server.sockets[0].getsockname()  # type: ignore[attr-defined]
+        return sockname[0], sockname[1]
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (signal handlers call this)."""
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def wait_stopped(self) -> None:
+        assert self._stopping is not None
+        await self._stopping.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop accepting, end every session (cancel-on-disconnect applies), close."""
+        if self.server is not None:
+            self.server.close()
+        for session in list(self.sessions):
+            self.end_session(session, SessionReason.SHUTDOWN, "daemon shutting down")
+        if self.server is not None:
+            await self.server.wait_closed()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._busy is not None:
+            self._busy.stop()
+        log.info("stopped", extra=self.stats)
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.request_stop)
+
+    # =========================================================================
+    # Connections
+    # =========================================================================
+
+    def _new_session(self) -> Session:
+        return Session(self, self.config.server.max_frame, self.loop.time())
+
+    def on_connect(self, session: Session) -> None:
+        if self._stopping is not None and self._stopping.is_set():
+            session.abort()
+            return
+        self.sessions.add(session)
+
+    def on_connection_lost(self, session: Session) -> None:
+        if session in self.sessions:
+            self.end_session(session, SessionReason.LOGOUT, "connection lost", abort=True)
+
+    def on_internal_error(self, session: Session) -> None:
+        self.stats["internal_errors"] += 1
+        self.n_commands = 0  # what was half-built for this read is dropped
+        self.refs.clear()
+        self.end_session(session, SessionReason.MALFORMED, "internal error", abort=True)
+
+    def end_session(
+        self, session: Session, reason: int, text: str, *, send: bool = True, abort: bool = False
+    ) -> None:
+        """End a session: cancel-on-disconnect, free its slot, then close it.
+
+        ``send``: say why with a ``Disconnect``; otherwise only what is queued
+        goes out.  ``abort``: drop the connection and anything unsent.
+        """
+        if session not in self.sessions:
+            return
+        self.sessions.discard(session)
+        self.stats["disconnects"] += 1
+        self.market.forget(session)
+        if session.slot >= 0:
+            account = session.account
+            if account is not None and account.cancel_on_disconnect:
+                self._cancel_session_orders(session)
+            self.gate.close_session(session.slot)
+            self.by_slot[session.slot] = None
+            self._free_slots.append(session.slot)
+            session.slot = -1
+        self.dirty.discard(session)
+        if abort:
+            session.abort()
+        elif send:
+            session.disconnect(reason, text, self.loop.time())
+        else:
+            session.close(self.loop.time())
+        log.info(
+            "session ended",
+            extra={
+                "peer": session.peer,
+                "account": session.account.name if session.account else None,
+                "reason": reason_name(reason),
+            },
+        )
+
+    def _cancel_session_orders(self, session: Session) -> None:
+        self._flush_engine()
+        for _cl_ord_id, order_id, symbol in self.gate.live_orders(session.slot):
+            self._add_command(Op.CANCEL, symbol, order_id, reason=Reason.DISCONNECT)
+        self._flush_engine()
+        self._flush_output()
+
+    # =========================================================================
+    # Inbound: one read's frames
+    # =========================================================================
+
+    def on_messages(self, session: Session, batch: list[ClientMessage | FrameError]) -> None:
+        """Handle every frame of one read, in order, then write the answers."""
+        now = self.loop.time()
+        session.last_in = now
+        self.stats["messages_in"] += len(batch)
+        for i, msg in enumerate(batch):
+            if session.closing:
+                break
+            if session.logging_on:
+                session.held.extend(batch[i:])  # handled once the Logon is decided
+                break
+            if isinstance(msg, FrameError):
+                self._frame_error(session, msg)
+                continue
+            expected = session.in_seq + 1
+            if msg.seq != expected:
+                self._flush_engine()
+                self.end_session(
+                    session,
+                    SessionReason.SEQUENCE_GAP,
+                    f"expected seq {expected}, got {msg.seq}",
+                )
+                break
+            session.in_seq = expected
+            if session.account is None:
+                self._before_logon(session, msg)
+            elif isinstance(msg, _ORDER_MESSAGES):
+                self._order(session, msg)
+            else:
+                self._flush_engine()
+                self._session_message(session, msg)
+        self._flush_engine()
+        self._flush_output()
+
+    def _frame_error(self, session: Session, err: FrameError) -> None:
+        self.stats["malformed"] += 1
+        session.in_seq += 1  # a bad frame still counts
+        if err.fatal or not session.logged_on:
+            self._flush_engine()
+            self.end_session(session, err.reason, err.text)
+            return
+        self._flush_engine()
+        self._send(session, Reject(session.next_seq(), session.in_seq, err.reason, err.text))
+
+    def _before_logon(self, session: Session, msg: ClientMessage) -> None:
+        if isinstance(msg, Heartbeat):
+            return
+        if not isinstance(msg, Logon):
+            self.end_session(session, SessionReason.NOT_LOGGED_ON, "log on first")
+            return
+        if msg.version != PROTOCOL_VERSION:
+            self._logon_failed(
+                session,
+                SessionReason.UNSUPPORTED_VERSION,
+                f"protocol version {PROTOCOL_VERSION} only",
+            )
+            return
+        account = self.accounts.get(msg.account)
+        if account is None:
+            self._logon_failed(session, SessionReason.BAD_CREDENTIALS, "bad credentials")
+            return
+        # scrypt takes tens of ms: verify off the loop and hold this
+        # connection's later frames until it is decided.
+        session.logging_on = True
+        future = self.loop.run_in_executor(None, verify_secret, msg.secret, account.secret_hash)
+        future.add_done_callback(lambda f: self._logon_decided(session, account, f))
+
+    def _logon_decided(
+        self, session: Session, account: AccountConfig, future: asyncio.Future[bool]
+    ) -> None:
+        session.logging_on = False
+        if session.closing or session not in self.sessions:
+            return
+        if future.cancelled() or future.exception() is not None or not future.result():
+            self._logon_failed(session, SessionReason.BAD_CREDENTIALS, "bad credentials")
+            return
+        if not self._free_slots:
+            self._logon_failed(session, SessionReason.BAD_CREDENTIALS, "too many sessions")
+            return
+        session.slot = self._free_slots.pop()
+        session.account = account
+        self.by_slot[session.slot] = session
+        self.gate.open_session(session.slot, account.id)
+        self.gate.set_admin(session.slot, account.role == "admin")
+        self.stats["logons"] += 1
+        self.session_ids += 1
+        cfg = self.config.server
+        self._send(
+            session,
+            LogonAck(
+                session.next_seq(),
+                account.id,
+                self.session_ids,
+                cfg.heartbeat_ms,
+                cfg.idle_timeout_ms,
+                cfg.max_frame,
+            ),
+        )
+        for s in self.symbols.values():
+            self._send(session, self._symbol_info(session, s))
+        log.info(
+            "logged on",
+            extra={"peer": session.peer, "account": account.name, "slot": session.slot},
+        )
+        held, session.held = session.held, []
+        if held:
+            self.on_messages(session, held)
+        else:
+            self._flush_output()
+
+    def _logon_failed(self, session: Session, reason: int, text: str) -> None:
+        self.stats["logon_failures"] += 1
+        self._send(session, LogonReject(session.next_seq(), reason, text))
+        self.end_session(session, reason, text, send=False)
+
+    # =========================================================================
+    # Orders
+    # =========================================================================
+
+    def _order(self, session: Session, msg: NewOrder | Cancel | Replace | Reduce) -> None:
+        if self.n_commands == BATCH:
+            self._flush_engine()
+        reason = self.gate.admit(
+            session.slot, msg, time.monotonic_ns(), self.commands, self.n_commands
+        )
+        if reason == 0:
+            self.n_commands += 1
+            self.refs.append((session, msg.seq))
+            return
+        # Answer in order: what came before this message goes first.
+        self._flush_engine()
+        if reason == SessionReason.RATE_LIMITED:
+            self._send(session, Reject(session.next_seq(), msg.seq, reason, "message rate limit"))
+        else:
+            self._send(
+                session,
+                OrderRejected(
+                    session.next_seq(), msg.seq, msg.cl_ord_id, reason, reason_name(reason)
+                ),
+            )
+
+    def _add_command(
+        self,
+        op: int,
+        symbol: int,
+        order_id: int = 0,
+        *,
+        account: int = 0,
+        reason: int = 0,
+        ref: tuple[Session | None, int] = (None, 0),
+    ) -> None:
+        """Queue an engine command the daemon makes itself (cancels, mass cancels)."""
+        if self.n_commands == BATCH:
+            self._flush_engine()
+        row = self.commands[self.n_commands]
+        row["op"] = op
+        row["symbol"] = symbol
+        row["order_id"] = order_id
+        row["account"] = account
+        row["reason"] = reason
+        row["protection"] = -1
+        for field in ("price", "qty", "side", "tif", "post_only", "stp"):
+            row[field] = 0
+        self.n_commands += 1
+        self.refs.append(ref)
+
+    def _flush_engine(self) -> None:
+        """Run the queued commands through the engine and send what they caused."""
+        n = self.n_commands
+        if n == 0:
+            return
+        self.n_commands = 0
+        refs, self.refs = self.refs, []
+        self.stats["commands"] += n
+        done = 0
+        while done < n:
+            try:
+                n_events = self.engine.process(self.commands[done:n], self.events)
+            except ValueError:
+                # One command may cause more events than the buffer holds
+                # (a sweep of a deep book): grow it, outside the order path.
+                self.events = np.zeros(len(self.events) * 4, dtype=EVENT_DTYPE)
+                self.routes = np.zeros((len(self.events), 2), dtype=np.int64)
+                continue
+            consumed = self.engine.commands_processed
+            self.gate.apply(self.events, n_events, self.routes)
+            self._dispatch(n_events, refs, done)
+            done += consumed
+
+    def _dispatch(self, n: int, refs: list[tuple[Session | None, int]], offset: int) -> None:
+        """Turn ``n`` engine events into execution reports and market data."""
+        by_slot = self.by_slot
+        market = self.market
+        rows = self.events[:n].tolist()
+        routes = self.routes[:n].tolist()
+        for (oid, price, qty, remaining, maker, taker, symbol, cmd, kind, side, reason), (
+            slot,
+            cl_ord_id,
+        ) in zip(rows, routes, strict=True):
+            if kind == _LEVEL:
+                market.level(symbol, side, price, qty)
+                continue
+            session = by_slot[slot] if slot >= 0 else None
+            if kind == _FILL:
+                if oid == taker:
+                    self.exec_id += 1
+                if session is not None:
+                    self._send(
+                        session,
+                        Fill(
+                            session.next_seq(),
+                            cl_ord_id,
+                            oid,
+                            symbol,
+                            side,
+                            self.exec_id,
+                            price,
+                            qty,
+                            remaining,
+                            oid == maker,
+                        ),
+                    )
+                if oid == maker:
+                    market.trade(symbol, self.exec_id, price, qty, 3 - side)
+                continue
+            if session is None:
+                continue
+            seq = session.next_seq()
+            if kind == _ACCEPTED:
+                msg: Any = OrderAccepted(seq, cl_ord_id, oid, symbol, side, price, qty)
+            elif kind == _CANCELLED:
+                msg = Cancelled(seq, cl_ord_id, oid, symbol, side, price, qty, reason)
+            elif kind == _REJECTED:
+                ref_seq = refs[offset + cmd][1]
+                msg = OrderRejected(seq, ref_seq, cl_ord_id, reason, reason_name(reason))
+            elif kind == _REPLACED:
+                msg = Replaced(seq, cl_ord_id, oid, symbol, side, price, qty)
+            else:
+                msg = Reduced(seq, cl_ord_id, oid, symbol, side, price, qty, remaining)
+            self._send(session, msg)
+
+    # =========================================================================
+    # Session-level messages
+    # =========================================================================
+
+    def _session_message(self, session: Session, msg: ClientMessage) -> None:
+        if isinstance(msg, Heartbeat):
+            return
+        if isinstance(msg, Logout):
+            self.end_session(session, SessionReason.LOGOUT, "logged out")
+        elif isinstance(msg, MassCancel):
+            self._mass_cancel(session, msg)
+        elif isinstance(msg, Subscribe | Unsubscribe):
+            self.market.request(session, msg)
+        elif isinstance(msg, Halt):
+            self._halt(session, msg)
+        elif isinstance(msg, KillSwitch):
+            self._kill_switch(session, msg)
+        elif isinstance(msg, Logon):
+            self._reject(session, msg.seq, SessionReason.ALREADY_LOGGED_ON, "already logged on")
+
+    def _reject(self, session: Session, ref_seq: int, reason: int, text: str) -> None:
+        self._send(session, Reject(session.next_seq(), ref_seq, reason, text))
+
+    def _mass_cancel(self, session: Session, msg: MassCancel) -> None:
+        assert session.account is not None
+        account = msg.account or session.account.id
+        if account != session.account.id and session.account.role != "admin":
+            self._reject(session, msg.seq, Reason.NOT_AUTHORISED, "admin role needed")
+            return
+        if msg.symbol and msg.symbol not in self.symbols:
+            self._reject(session, msg.seq, Reason.UNKNOWN_SYMBOL, f"no symbol {msg.symbol}")
+            return
+        for symbol in [msg.symbol] if msg.symbol else list(self.symbols):
+            self._add_command(Op.MASS_CANCEL, symbol, account=account, ref=(session, msg.seq))
+        self._flush_engine()
+        self._send(session, Done(session.next_seq(), msg.seq))
+
+    def _require_admin(self, session: Session, ref_seq: int) -> bool:
+        assert session.account is not None
+        if session.account.role != "admin":
+            self._reject(session, ref_seq, Reason.NOT_AUTHORISED, "admin role needed")
+            return False
+        return True
+
+    def _halt(self, session: Session, msg: Halt) -> None:
+        if not self._require_admin(session, msg.seq):
+            return
+        if msg.symbol not in self.symbols:
+            self._reject(session, msg.seq, Reason.UNKNOWN_SYMBOL, f"no symbol {msg.symbol}")
+            return
+        self.halted[msg.symbol] = msg.halted
+        self.gate.halt(msg.symbol, msg.halted)
+        log.warning("halt", extra={"symbol": msg.symbol, "halted": msg.halted})
+        info = self.symbols[msg.symbol]
+        for other in self.sessions:
+            if other.logged_on:
+                self._send(other, self._symbol_info(other, info))
+        self._send(session, Done(session.next_seq(), msg.seq))
+
+    def _kill_switch(self, session: Session, msg: KillSwitch) -> None:
+        if not self._require_admin(session, msg.seq):
+            return
+        accounts = [msg.account] if msg.account else [a.id for a in self.config.accounts]
+        for account in accounts:
+            self.gate.set_kill_switch(msg.active, account_id=account)
+            if msg.active:
+                for symbol in self.symbols:
+                    self._add_command(
+                        Op.MASS_CANCEL, symbol, account=account, reason=Reason.KILL_SWITCH
+                    )
+        self._flush_engine()
+        log.warning("kill switch", extra={"account": msg.account, "active": msg.active})
+        self._send(session, Done(session.next_seq(), msg.seq))
+
+    def _symbol_info(self, session: Session, s: SymbolConfig) -> SymbolInfo:
+        return SymbolInfo(
+            session.next_seq(),
+            s.id,
+            s.name,
+            s.tick,
+            s.lot,
+            s.min_price,
+            s.max_price,
+            s.reference_price,
+            s.price_decimals,
+            s.qty_decimals,
+            self.halted[s.id],
+        )
+
+    # =========================================================================
+    # Output, heartbeats, timeouts
+    # =========================================================================
+
+    def _send(self, session: Session, msg: Any) -> None:
+        session.queue(msg)
+        self.dirty.add(session)
+
+    def _flush_output(self) -> None:
+        if not self.dirty:
+            return
+        now = self.loop.time()
+        bound = self.config.server.max_outbound_bytes
+        dirty, self.dirty = self.dirty, set()
+        for session in dirty:
+            if not session.flush(now, bound):
+                self.stats["slow_consumers"] += 1
+                log.warning("slow consumer cut off", extra={"peer": session.peer})
+                self.end_session(session, SessionReason.SLOW_CONSUMER, "slow consumer", abort=True)
+
+    def _tick(self) -> None:
+        """Heartbeats for quiet sessions; disconnect silent ones."""
+        now = self.loop.time()
+        cfg = self.config.server
+        heartbeat = cfg.heartbeat_ms / 1000
+        idle = cfg.idle_timeout_ms / 1000
+        logon = cfg.logon_timeout_ms / 1000
+        for session in list(self.sessions):
+            if not session.logged_on:
+                if not session.logging_on and now - session.connected_at > logon:
+                    self.end_session(session, SessionReason.IDLE_TIMEOUT, "no logon in time")
+            elif now - session.last_in > idle:
+                self.end_session(session, SessionReason.IDLE_TIMEOUT, "nothing received")
+            elif now - session.last_out >= heartbeat:
+                self._send(session, Heartbeat(session.next_seq()))
+        self._flush_output()
+        self._ticker = self.loop.call_later(TICK_S, self._tick)
+
+
+def run_daemon(
+    config: Config, *, use_uvloop: bool = True, ready: Callable[[], None] | None = None
+) -> int:
+    """Set the process up, run the daemon until SIGTERM/SIGINT, return the exit code."""
+    from lltrade.runtime import apply_process_config, freeze_gc, new_event_loop
+
+    apply_process_config(config.process)
+    loop = new_event_loop(use_uvloop)
+    asyncio.set_event_loop(loop)
+    daemon = Daemon(config, loop)
+    try:
+        loop.run_until_complete(daemon.start())
+        daemon.install_signal_handlers()
+        if config.process.gc_freeze:
+            freeze_gc()
+        if ready is not None:
+            ready()
+        loop.run_until_complete(daemon.wait_stopped())
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+    return 0

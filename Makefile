@@ -31,7 +31,7 @@ build: $(EXT)
 
 # -- the main job -------------------------------------------------------------
 run: build
-	$(VENV)/bin/lltrade demo
+	$(VENV)/bin/lltrade run
 
 # -- checks -------------------------------------------------------------------
 lint: $(STAMP)

@@ -116,10 +116,36 @@ def _build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("demo", help="run a short order-book demo and print what it did")
 
-    # -- `lltrade run` (the daemon) ----------------------------------------------------------
-    # Reserved for the lead engineer: register the `run` sub-parser here and
-    # dispatch on `args.command == "run"` in main().  Not implemented in this file.
-    # ------------------------------------------------------------------------------------------
+    run = commands.add_parser(
+        "run",
+        help="run the trading daemon (embedded demo config unless --config is given)",
+        description="Run the trading daemon in the foreground until SIGTERM or SIGINT. "
+        "Flags override the configuration file.",
+    )
+    run.add_argument("--config", metavar="FILE", help="TOML configuration (docs/daemon.md)")
+    run.add_argument("--host", help="listen address (server.host)")
+    run.add_argument("--port", type=int, help="order-entry port, 0 = any free one (server.port)")
+    run.add_argument("--cpu", type=int, help="pin the daemon to this CPU (process.cpu)")
+    run.add_argument(
+        "--busy-poll",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="never sleep in the event loop: lowest latency, 100%% of a core (process.busy_poll)",
+    )
+    run.add_argument(
+        "--mlockall",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="lock all memory (process.mlockall)",
+    )
+    run.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop implementation (default uvloop)",
+    )
+    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.set_defaults(handler=_run_daemon)
 
     connection = _connection_options()
 
@@ -256,6 +282,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         code: int = getattr(args, "interrupted", 130)
         return code
+
+
+def _run_daemon(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from lltrade.config import ConfigError, load_config
+    from lltrade.daemon import run_daemon
+    from lltrade.logs import setup_logging
+    from lltrade.runtime import SetupError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read config {args.config}: {exc.strerror}") from None
+    server = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    process = {
+        k: v
+        for k, v in (("cpu", args.cpu), ("busy_poll", args.busy_poll), ("mlockall", args.mlockall))
+        if v is not None
+    }
+    try:
+        config = msgspec.structs.replace(
+            config,
+            server=msgspec.structs.replace(config.server, **server),
+            process=msgspec.structs.replace(config.process, **process),
+        )
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"bad command-line override: {exc}") from None
+    setup_logging(args.log_level)
+    try:
+        return run_daemon(config, use_uvloop=args.loop == "uvloop")
+    except SetupError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"cannot start the daemon: {exc}") from None
 
 
 def _error(message: str, code: int) -> int:

@@ -84,7 +84,10 @@ class RawClient:
         self.writer.write(data)
 
     async def _read_more(self, timeout: float) -> bool:
-        data = await asyncio.wait_for(self.reader.read(1 << 16), timeout)
+        try:
+            data = await asyncio.wait_for(self.reader.read(1 << 16), timeout)
+        except ConnectionError:  # the daemon dropped us (RST)
+            data = b""
         if not data:
             self.closed = True
             return False

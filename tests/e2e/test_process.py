@@ -1,0 +1,89 @@
+"""The daemon as a real process: start-up, bad config, graceful shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lltrade import Side
+from lltrade.protocol import Cancelled, Disconnect, NewOrder, OrderAccepted, SessionReason
+
+from harness import LOOPS, RawClient
+
+
+def _start(*args: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lltrade", "run", "--port", "0", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # JSON log lines; the first tells where it listens
+        record = json.loads(line)
+        if record["msg"] == "listening":
+            host, port = record["address"]
+            return proc, (host, port)
+    raise AssertionError(f"daemon exited with {proc.wait()} before listening")
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_sigterm_tells_sessions_cancels_and_exits_0(loop_kind: str) -> None:
+    proc, address = _start("--loop", loop_kind)
+    try:
+
+        async def scenario() -> list[object]:
+            c = await RawClient.connect(address)
+            await c.logon("alice")
+            c.send(NewOrder(c.next_seq(), 1, 1, Side.BUY, 10_000, 2, 0, False, 0))
+            await c.expect(OrderAccepted)
+            proc.send_signal(signal.SIGTERM)
+            got = await c.wait_closed()
+            await c.close()
+            return got
+
+        got = asyncio.run(asyncio.wait_for(scenario(), 20))
+        assert proc.wait(timeout=20) == 0
+        assert proc.stderr is not None
+        tail = [json.loads(line) for line in proc.stderr.read().splitlines()]
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert isinstance(got[-1], Disconnect) and got[-1].reason == SessionReason.SHUTDOWN
+    assert [m.reason for m in got if isinstance(m, Cancelled)] == [25]  # DISCONNECT
+    assert tail[-1]["msg"] == "stopped" and tail[-1]["logons"] == 1
+
+
+def test_bad_config_names_the_key_and_exits_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(
+        '[[symbols]]\nid = 1\nname = "X"\ntick = 0\nlot = 1\nmin_price = 1\n'
+        "max_price = 10\nreference_price = 5\nprice_decimals = 0\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "lltrade", "run", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert "$.symbols[0].tick" in out.stderr, out.stderr
+
+
+def test_missing_config_file_is_one_clear_line() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "lltrade", "run", "--config", "/nonexistent/lltrade.toml"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "/nonexistent/lltrade.toml" in out.stderr

@@ -558,8 +558,12 @@ class Server:
         t = self.ps.cpu_times()
         return t.user, t.system
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within the timeout."""
+    def stop(self) -> dict[str, Any]:
+        """SIGTERM, then SIGKILL if it has not exited within the timeout.
+
+        Returns the server's last log record (the daemon's ``stopped`` line carries its
+        own read-to-write latency summary), or ``{}``.
+        """
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -567,8 +571,16 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(STOP_TIMEOUT_S)
+        final: dict[str, Any] = {}
+        for line in reversed(self.log_lines()):
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and entry.get("msg") == "stopped":
+                    final = entry
+                    break
         with contextlib.suppress(OSError):
             os.unlink(self._log_path)
+        return final
 
 
 def daemon_argv(cpu: int | None, busy_poll: bool, loop: str) -> list[str]:
@@ -1317,7 +1329,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:
                     latency_rows.append(measure_latency(server, echo, busy_poll, args, price))
             finally:
-                server.stop()
+                final = server.stop()
+            inside = final.get("read_to_write_ns")
+            if inside and inside.get("count"):
+                print(
+                    f"{kind} ({mode}) own time per read, frames in -> answers written: "
+                    f"p50 {fmt_ns(inside['p50'])}, p99 {fmt_ns(inside['p99'])}, "
+                    f"p99.9 {fmt_ns(inside['p99.9'])} over {inside['count']} reads"
+                )
 
     floors = {r.busy_poll: r for r in latency_rows if r.server == "echo"}
     for r in latency_rows:

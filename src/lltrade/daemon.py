@@ -14,6 +14,7 @@ import asyncio
 import logging
 import signal
 import time
+from array import array
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -62,6 +63,38 @@ BATCH: Final = 4096  #: most engine commands gathered before they are processed
 TICK_S: Final = 0.1  #: period of the heartbeat / timeout scan
 _ORDER_MESSAGES: Final = (NewOrder, Cancel, Replace, Reduce)
 _ACCEPTED, _REJECTED, _FILL, _CANCELLED, _REDUCED, _REPLACED, _LEVEL = (int(k) for k in EventKind)
+
+
+class LatencyLog:
+    """The last ``size`` durations (ns) in a ring, summarised on demand.
+
+    One store per read, not per order; the shared-memory telemetry will
+    replace it with histograms a sidecar can read live.
+    """
+
+    def __init__(self, size: int = 1 << 20) -> None:
+        self._values = array("q", bytes(8 * size))
+        self._size = size
+        self._count = 0
+
+    def record(self, ns: int) -> None:
+        self._values[self._count % self._size] = ns
+        self._count += 1
+
+    def summary(self) -> dict[str, float]:
+        """Count, p50, p99, p99.9 and max of what the ring holds (ns)."""
+        n = min(self._count, self._size)
+        if n == 0:
+            return {"count": 0}
+        values = np.frombuffer(self._values, dtype=np.int64, count=n)
+        p50, p99, p999 = np.percentile(values, [50, 99, 99.9])
+        return {
+            "count": self._count,
+            "p50": float(p50),
+            "p99": float(p99),
+            "p99.9": float(p999),
+            "max": float(values.max()),
+        }
 
 
 class Daemon:
@@ -136,6 +169,7 @@ class Daemon:
             ),
             0,
         )
+        self.read_to_write = LatencyLog()  #: per read: frames in -> answers written
         self.server: asyncio.AbstractServer | None = None
         self._stopping: asyncio.Event | None = None
         self._ticker: asyncio.TimerHandle | None = None
@@ -187,7 +221,7 @@ class Daemon:
             self._ticker.cancel()
         if self._busy is not None:
             self._busy.stop()
-        log.info("stopped", extra=self.stats)
+        log.info("stopped", extra={**self.stats, "read_to_write_ns": self.read_to_write.summary()})
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -266,6 +300,7 @@ class Daemon:
 
     def on_messages(self, session: Session, batch: list[ClientMessage | FrameError]) -> None:
         """Handle every frame of one read, in order, then write the answers."""
+        started = time.perf_counter_ns()
         now = self.loop.time()
         session.last_in = now
         self.stats["messages_in"] += len(batch)
@@ -297,6 +332,7 @@ class Daemon:
                 self._session_message(session, msg)
         self._flush_engine()
         self._flush_output()
+        self.read_to_write.record(time.perf_counter_ns() - started)
 
     def _frame_error(self, session: Session, err: FrameError) -> None:
         self.stats["malformed"] += 1

@@ -22,15 +22,14 @@ import numpy as np
 
 from lltrade import COMMAND_DTYPE, EVENT_DTYPE, Engine, EventKind, Op, Reason
 from lltrade._gate import OrderGate
+from lltrade._reports import ReportEncoder
 from lltrade.config import AccountConfig, Config, SymbolConfig, verify_secret
 from lltrade.marketdata import MarketData
 from lltrade.protocol import (
     PROTOCOL_VERSION,
     Cancel,
-    Cancelled,
     ClientMessage,
     Done,
-    Fill,
     FrameError,
     Halt,
     Heartbeat,
@@ -41,13 +40,10 @@ from lltrade.protocol import (
     Logout,
     MassCancel,
     NewOrder,
-    OrderAccepted,
     OrderRejected,
     Reduce,
-    Reduced,
     Reject,
     Replace,
-    Replaced,
     SessionReason,
     Subscribe,
     SymbolInfo,
@@ -143,6 +139,7 @@ class Daemon:
                 msg_rate_per_s=a.limits.msg_rate_per_s,
                 msg_burst=a.limits.msg_rate_per_s,
             )
+        self.reports = ReportEncoder(config.server.max_sessions)
         self.market = MarketData(self)
         self.sessions: set[Session] = set()
         self.by_slot: list[Session | None] = [None] * config.server.max_sessions
@@ -152,10 +149,9 @@ class Daemon:
         self.events = np.zeros(1 << 16, dtype=EVENT_DTYPE)
         self.routes = np.zeros((1 << 16, 2), dtype=np.int64)
         self.n_commands = 0
-        self.refs: list[tuple[Session | None, int]] = []  # per command: (session, client seq)
-        self.exec_id = 0
+        self.ref_seqs = np.zeros(BATCH, dtype=np.int64)  # per command: the client's seq
         self.session_ids = 0  #: LogonAck.session_id: counts logons since start
-        self.dirty: set[Session] = set()  #: sessions with queued output
+        self.dirty: set[Session] = set()  #: sessions not logged on with queued output
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "commands",
@@ -247,7 +243,6 @@ class Daemon:
     def on_internal_error(self, session: Session) -> None:
         self.stats["internal_errors"] += 1
         self.n_commands = 0  # what was half-built for this read is dropped
-        self.refs.clear()
         self.end_session(session, SessionReason.MALFORMED, "internal error", abort=True)
 
     def end_session(
@@ -262,12 +257,15 @@ class Daemon:
             return
         self.sessions.discard(session)
         self.stats["disconnects"] += 1
-        self.market.forget(session)
+        session.subscriptions.clear()  # the encoder drops them with the slot
         if session.slot >= 0:
             account = session.account
             if account is not None and account.cancel_on_disconnect:
                 self._cancel_session_orders(session)
             self.gate.close_session(session.slot)
+            # Back to the session's own buffer and counter for its last words.
+            session.out_seq = self.reports.last_seq(session.slot)
+            session.out += self.reports.close(session.slot)
             self.by_slot[session.slot] = None
             self._free_slots.append(session.slot)
             session.slot = -1
@@ -382,6 +380,8 @@ class Daemon:
         session.slot = self._free_slots.pop()
         session.account = account
         self.by_slot[session.slot] = session
+        self.reports.open(session.slot, session.out_seq)
+        session.reports = self.reports
         self.gate.open_session(session.slot, account.id)
         self.gate.set_admin(session.slot, account.role == "admin")
         self.stats["logons"] += 1
@@ -426,8 +426,8 @@ class Daemon:
             session.slot, msg, time.monotonic_ns(), self.commands, self.n_commands
         )
         if reason == 0:
+            self.ref_seqs[self.n_commands] = msg.seq
             self.n_commands += 1
-            self.refs.append((session, msg.seq))
             return
         # Answer in order: what came before this message goes first.
         self._flush_engine()
@@ -449,7 +449,7 @@ class Daemon:
         *,
         account: int = 0,
         reason: int = 0,
-        ref: tuple[Session | None, int] = (None, 0),
+        ref_seq: int = 0,
     ) -> None:
         """Queue an engine command the daemon makes itself (cancels, mass cancels)."""
         if self.n_commands == BATCH:
@@ -463,8 +463,8 @@ class Daemon:
         row["protection"] = -1
         for field in ("price", "qty", "side", "tif", "post_only", "stp"):
             row[field] = 0
+        self.ref_seqs[self.n_commands] = ref_seq
         self.n_commands += 1
-        self.refs.append(ref)
 
     def _flush_engine(self) -> None:
         """Run the queued commands through the engine and send what they caused."""
@@ -472,7 +472,6 @@ class Daemon:
         if n == 0:
             return
         self.n_commands = 0
-        refs, self.refs = self.refs, []
         self.stats["commands"] += n
         done = 0
         while done < n:
@@ -486,60 +485,8 @@ class Daemon:
                 continue
             consumed = self.engine.commands_processed
             self.gate.apply(self.events, n_events, self.routes)
-            self._dispatch(n_events, refs, done)
+            self.reports.encode(self.events, n_events, self.routes, self.ref_seqs, done)
             done += consumed
-
-    def _dispatch(self, n: int, refs: list[tuple[Session | None, int]], offset: int) -> None:
-        """Turn ``n`` engine events into execution reports and market data."""
-        by_slot = self.by_slot
-        market = self.market
-        rows = self.events[:n].tolist()
-        routes = self.routes[:n].tolist()
-        for (oid, price, qty, remaining, maker, taker, symbol, cmd, kind, side, reason), (
-            slot,
-            cl_ord_id,
-        ) in zip(rows, routes, strict=True):
-            if kind == _LEVEL:
-                market.level(symbol, side, price, qty)
-                continue
-            session = by_slot[slot] if slot >= 0 else None
-            if kind == _FILL:
-                if oid == taker:
-                    self.exec_id += 1
-                if session is not None:
-                    self._send(
-                        session,
-                        Fill(
-                            session.next_seq(),
-                            cl_ord_id,
-                            oid,
-                            symbol,
-                            side,
-                            self.exec_id,
-                            price,
-                            qty,
-                            remaining,
-                            oid == maker,
-                        ),
-                    )
-                if oid == maker:
-                    market.trade(symbol, self.exec_id, price, qty, 3 - side)
-                continue
-            if session is None:
-                continue
-            seq = session.next_seq()
-            if kind == _ACCEPTED:
-                msg: Any = OrderAccepted(seq, cl_ord_id, oid, symbol, side, price, qty)
-            elif kind == _CANCELLED:
-                msg = Cancelled(seq, cl_ord_id, oid, symbol, side, price, qty, reason)
-            elif kind == _REJECTED:
-                ref_seq = refs[offset + cmd][1]
-                msg = OrderRejected(seq, ref_seq, cl_ord_id, reason, reason_name(reason))
-            elif kind == _REPLACED:
-                msg = Replaced(seq, cl_ord_id, oid, symbol, side, price, qty)
-            else:
-                msg = Reduced(seq, cl_ord_id, oid, symbol, side, price, qty, remaining)
-            self._send(session, msg)
 
     # =========================================================================
     # Session-level messages
@@ -574,7 +521,7 @@ class Daemon:
             self._reject(session, msg.seq, Reason.UNKNOWN_SYMBOL, f"no symbol {msg.symbol}")
             return
         for symbol in [msg.symbol] if msg.symbol else list(self.symbols):
-            self._add_command(Op.MASS_CANCEL, symbol, account=account, ref=(session, msg.seq))
+            self._add_command(Op.MASS_CANCEL, symbol, account=account, ref_seq=msg.seq)
         self._flush_engine()
         self._send(session, Done(session.next_seq(), msg.seq))
 
@@ -635,20 +582,27 @@ class Daemon:
     # =========================================================================
 
     def _send(self, session: Session, msg: Any) -> None:
+        """Queue a message the daemon builds in Python (not an execution report)."""
         session.queue(msg)
-        self.dirty.add(session)
+        if session.slot < 0:
+            self.dirty.add(session)
 
     def _flush_output(self) -> None:
-        if not self.dirty:
-            return
+        """Write every session's pending output: one write per session."""
         now = self.loop.time()
         bound = self.config.server.max_outbound_bytes
-        dirty, self.dirty = self.dirty, set()
-        for session in dirty:
-            if not session.flush(now, bound):
+        reports = self.reports
+        for slot in reports.dirty():
+            session = self.by_slot[slot]
+            data = reports.take(slot)
+            if session is not None and not session.write(data, now, bound):
                 self.stats["slow_consumers"] += 1
                 log.warning("slow consumer cut off", extra={"peer": session.peer})
                 self.end_session(session, SessionReason.SLOW_CONSUMER, "slow consumer", abort=True)
+        if self.dirty:
+            dirty, self.dirty = self.dirty, set()
+            for session in dirty:
+                session.flush(now, bound)
 
     def _tick(self) -> None:
         """Heartbeats for quiet sessions; disconnect silent ones."""

@@ -24,9 +24,11 @@ from lltrade.protocol import (
     FrameReader,
     Message,
     encode_frame,
+    frame,
 )
 
 if TYPE_CHECKING:
+    from lltrade._reports import ReportEncoder
     from lltrade.daemon import Daemon
 
 log = logging.getLogger("lltrade.session")
@@ -50,6 +52,9 @@ class Session(asyncio.BufferedProtocol):
         self.last_in = now  #: loop time of the last frame received
         self.last_out = now  #: loop time of the last message sent
         self.subscriptions: set[int] = set()
+        #: Once logged on, the session's output and sequence numbers live in
+        #: the daemon's C report encoder, under ``slot``.
+        self.reports: ReportEncoder | None = None
         self.held: list[ClientMessage | FrameError] = []  #: read while a Logon is checked
         self.out = bytearray()
         self._batch: list[ClientMessage | FrameError] = []
@@ -99,20 +104,29 @@ class Session(asyncio.BufferedProtocol):
 
     def next_seq(self) -> int:
         """The sequence number of the next message sent (call once per message)."""
+        if self.slot >= 0 and self.reports is not None:
+            return self.reports.next_seq(self.slot)
         self.out_seq += 1
         return self.out_seq
 
     def queue(self, msg: Message) -> None:
         """Append an encoded message (built with :meth:`next_seq`) to the output."""
-        encode_frame(msg, self.out)
+        if self.slot >= 0 and self.reports is not None:
+            self.reports.append(self.slot, frame(msg))
+        else:
+            encode_frame(msg, self.out)
 
     def flush(self, now: float, max_outbound: int) -> bool:
-        """Write the queued output; False if the session was cut off as a slow consumer."""
-        if not self.out or self.transport is None or self.closing:
-            self.out.clear()
-            return True
-        self.transport.write(bytes(self.out))
+        """Write the session's own queued output (before logon, and its last words)."""
+        data = bytes(self.out)
         self.out.clear()
+        return self.write(data, now, max_outbound)
+
+    def write(self, data: bytes, now: float, max_outbound: int) -> bool:
+        """Write ``data``; False if the session was cut off as a slow consumer."""
+        if not data or self.transport is None or self.closing:
+            return True
+        self.transport.write(data)
         self.last_out = now
         if self.transport.get_write_buffer_size() > max_outbound:
             self.abort()

@@ -1095,6 +1095,32 @@ cdef class OrderBook:
                 i -= 1
         return out
 
+    def resting(self):
+        """Every resting order with all it carries, in :meth:`orders` order.
+
+        ``(order_id, side, price, open_qty, account, stp, post_only)``: what a
+        snapshot needs to rebuild the book exactly (adding these orders in
+        this order to an empty book gives the same queues and state hash,
+        and a later replace sees the same STP mode and post-only flag).
+        """
+        cdef list out = []
+        cdef Ladder* l
+        cdef Py_ssize_t i
+        cdef idx_t oi
+        cdef Order* o
+        cdef int s
+        for s in range(2):
+            l = &self.bids if s == 0 else &self.asks
+            i = l.n - 1
+            while i >= 0:
+                oi = self.level_pool[l.items[i].level].head
+                while oi != NIL:
+                    o = &self.order_pool[oi]
+                    out.append((o.id, o.side, o.price, o.qty, o.account, o.stp, o.post_only))
+                    oi = o.next
+                i -= 1
+        return out
+
     def state_hash(self):
         """A deterministic 64-bit digest of the resting book (docs/matching.md)."""
         cdef uint64_t h = HASH_SEED

@@ -243,6 +243,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "its scrypt hash, the value of an account's `secret_hash` in the config.",
     )
     secret.set_defaults(handler=_hash_secret)
+
+    _add_journal_commands(commands)
     return parser
 
 
@@ -634,6 +636,321 @@ def _hash_secret(args: argparse.Namespace) -> int:
     if len(secret) > 256:
         raise UsageError(f"the secret is {len(secret)} characters; the protocol allows 256")
     _out(hash_secret(secret))
+    return 0
+
+
+# == journal ==================================================================================
+# `lltrade journal inspect|verify|replay|export DIR`: offline tools over a journal directory
+# (src/lltrade/journal.py, docs/journal.md).  They never modify the journal unless told to
+# (`verify --repair`).
+
+
+def _add_journal_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    journal = commands.add_parser(
+        "journal",
+        help="inspect, verify, replay or export a journal directory",
+        description="Offline tools over the write-ahead journal (docs/journal.md).  They only "
+        "read: a torn tail is reported, not cut off (except by `verify --repair`).",
+    )
+    journal.set_defaults(handler=_journal_usage, journal_parser=journal)
+    actions = journal.add_subparsers(dest="journal_command", metavar="ACTION")
+
+    inspect = actions.add_parser(
+        "inspect",
+        help="segments, sequence range, records per type, snapshots",
+        description="List the journal's segments and snapshots, its sequence range and its "
+        "records per type (reading every record, so checksums are verified too).",
+    )
+    inspect.add_argument("dir", metavar="DIR", help="the journal directory")
+    inspect.set_defaults(handler=_journal_tool(_journal_inspect))
+
+    verify = actions.add_parser(
+        "verify",
+        help="check every checksum and the sequence; exit 1 on damage",
+        description="Check every record's checksums and sequence number and every "
+        "snapshot's checksum.  Exit status 0 if the journal is sound (a torn tail, left by a "
+        "crash mid-write, is reported and is sound: recovery cuts it off), 1 if not.",
+    )
+    verify.add_argument("dir", metavar="DIR", help="the journal directory")
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="cut off a torn tail now, as recovery would (the daemon must not be running)",
+    )
+    verify.set_defaults(handler=_journal_tool(_journal_verify))
+
+    replay = actions.add_parser(
+        "replay",
+        help="rebuild the books offline; print state hashes and best prices",
+        description="Rebuild the engine's state as the daemon's recovery does (newest valid "
+        "snapshot, then the journal after it) and print, per symbol, the state hash, the "
+        "number of resting orders and the best bid and ask.",
+    )
+    replay.add_argument("dir", metavar="DIR", help="the journal directory")
+    replay.add_argument(
+        "--config", metavar="FILE", help="the daemon's TOML configuration (default: the demo one)"
+    )
+    replay.add_argument(
+        "--no-snapshot",
+        action="store_true",
+        help="ignore snapshots and replay the whole journal from record 1",
+    )
+    replay.add_argument(
+        "--allow-snapshot-fallback",
+        action="store_true",
+        help="if the newest snapshot is damaged, use the one before it",
+    )
+    replay.set_defaults(handler=_journal_tool(_journal_replay))
+
+    export = actions.add_parser(
+        "export",
+        help="write the records as JSON lines",
+        description="Write one JSON object per record (commands decoded to objects with the "
+        "fields of lltrade.COMMAND_DTYPE), for downstream systems.",
+    )
+    export.add_argument("dir", metavar="DIR", help="the journal directory")
+    export.add_argument("--output", "-o", metavar="FILE", help="write here (default stdout)")
+    export.add_argument(
+        "--after",
+        type=int,
+        default=0,
+        metavar="SEQ",
+        help="only the records after this sequence number",
+    )
+    export.set_defaults(handler=_journal_tool(_journal_export))
+
+
+def _journal_tool(
+    handler: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """Run a journal tool with the journal's warnings (a torn tail, a snapshot fallback)
+    shown on stderr as ``lltrade: warning: ...`` lines."""
+    import functools
+    import logging
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        logger = logging.getLogger("lltrade.journal")
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setLevel(logging.WARNING)
+        stream.setFormatter(logging.Formatter("lltrade: warning: %(message)s"))
+        logger.addHandler(stream)
+        try:
+            return handler(args)
+        finally:
+            logger.removeHandler(stream)
+
+    return run
+
+
+def _journal_usage(args: argparse.Namespace) -> int:
+    args.journal_parser.print_usage(sys.stderr)
+    return _error("journal: expected an action: inspect, verify, replay or export", 2)
+
+
+def _journal_dir(args: argparse.Namespace) -> str:
+    path: str = args.dir
+    if not os.path.isdir(path):
+        raise UsageError(f"{path}: no such directory")
+    return path
+
+
+def _utc(ns: int) -> str:
+    import datetime as dt
+
+    when = dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _type_name(rtype: int) -> str:
+    from lltrade.journal import RecordType
+
+    try:
+        return RecordType(rtype).name
+    except ValueError:
+        return f"type {rtype}"
+
+
+def _journal_inspect(args: argparse.Namespace) -> int:
+    from lltrade.journal import JournalError, JournalReader, list_snapshots, read_snapshot
+
+    path = _journal_dir(args)
+    try:
+        summary = JournalReader(path, repair=False).summary()
+    except JournalError as exc:
+        raise CommandError(str(exc)) from None
+    span = (
+        f"records {summary.first_seq}..{summary.last_seq}"
+        if summary.first_seq is not None
+        else "no records"
+    )
+    _out(
+        f"journal {path}: {len(summary.segments)} segments, {summary.records:,} records "
+        f"({span}), {summary.commands:,} commands, {summary.bytes:,} bytes"
+    )
+    if summary.segments:
+        _out(f"  {'segment':<34} {'first seq':>12} {'records':>10} {'bytes':>14}  created (UTC)")
+        for seg in summary.segments:
+            created = _utc(seg.created_ns) if seg.created_ns else "-"
+            _out(
+                f"  {seg.path.name:<34} {seg.first_seq:>12} {seg.records:>10,} "
+                f"{seg.bytes:>14,}  {created}"
+            )
+    if summary.by_type:
+        counts = ", ".join(f"{_type_name(t)} {n:,}" for t, n in sorted(summary.by_type.items()))
+        _out(f"records by type: {counts}")
+    snapshots = list_snapshots(path)
+    if not snapshots:
+        _out("snapshots: none")
+    for seq, snap_path in snapshots:
+        try:
+            snap = read_snapshot(snap_path)
+            state = f"ok, {len(snap.state):,} bytes of state, created {_utc(snap.created_ns)}"
+        except JournalError as exc:
+            state = f"DAMAGED: {getattr(exc, 'what', exc)}"
+        _out(f"snapshot {snap_path.name}: covers records 1..{seq}, {state}")
+    if summary.truncated_tail is not None:
+        tail, offset = summary.truncated_tail
+        _out(f"torn tail: {tail} at offset {offset} (recovery will cut it off)")
+    return 0
+
+
+def _journal_verify(args: argparse.Namespace) -> int:
+    from lltrade.journal import JournalError, JournalReader, list_snapshots, read_snapshot
+
+    path = _journal_dir(args)
+    try:
+        summary = JournalReader(path, repair=args.repair).summary()
+        for _, snap_path in list_snapshots(path):
+            read_snapshot(snap_path)
+    except JournalError as exc:
+        raise CommandError(str(exc)) from None
+    span = (
+        f"records {summary.first_seq}..{summary.last_seq}"
+        if summary.first_seq is not None
+        else "no records"
+    )
+    _out(
+        f"ok: {summary.records:,} records ({span}), {summary.commands:,} commands in "
+        f"{len(summary.segments)} segments; checksums and sequence verified"
+    )
+    if summary.truncated_tail is not None:
+        tail, offset = summary.truncated_tail
+        done = "cut off" if args.repair else "recovery will cut it off"
+        _out(f"torn tail: {tail} at offset {offset} ({done})")
+    return 0
+
+
+def _journal_replay(args: argparse.Namespace) -> int:
+    from decimal import Decimal
+
+    from lltrade import Engine
+    from lltrade.config import ConfigError, load_config
+    from lltrade.journal import JournalError, recover
+
+    path = _journal_dir(args)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    engine = Engine()
+    for s in config.symbols:
+        engine.add_book(s.id, s.min_price, s.max_price, s.tick, s.lot, max_orders=s.max_orders)
+    try:
+        result = recover(
+            engine,
+            path,
+            use_snapshot=not args.no_snapshot,
+            allow_fallback=args.allow_snapshot_fallback,
+            repair=False,
+        )
+    except JournalError as exc:
+        raise CommandError(str(exc)) from None
+    rate = result.commands / result.seconds if result.seconds > 0 else 0.0
+    start = (
+        f"snapshot {result.snapshot.name} (records 1..{result.snapshot_seq}) + "
+        if result.snapshot is not None
+        else ""
+    )
+    _out(
+        f"replayed {start}{result.records:,} records, {result.commands:,} commands in "
+        f"{result.seconds:.3f} s ({rate:,.0f} commands/s); state as of record {result.last_seq}"
+    )
+
+    def price(s: Any, side: tuple[int, int] | None) -> str:
+        if side is None:
+            return "-"
+        p = Decimal(side[0]).scaleb(-s.price_decimals)
+        q = Decimal(side[1]).scaleb(-s.qty_decimals)
+        return f"{q} @ {p}"
+
+    rows = [("symbol", "id", "orders", "state hash", "best bid", "best ask")]
+    for s in config.symbols:
+        book = engine.book(s.id)
+        rows.append(
+            (
+                s.name,
+                str(s.id),
+                str(len(book)),
+                f"{book.state_hash():#018x}",
+                price(s, book.best_bid()),
+                price(s, book.best_ask()),
+            )
+        )
+    width = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        _out("  ".join(f"{c:<{w}}" for c, w in zip(r, width, strict=True)).rstrip())
+    if result.truncated_tail is not None:
+        tail, offset = result.truncated_tail
+        _out(f"torn tail: {tail} at offset {offset} (not replayed; recovery will cut it off)")
+    return 0
+
+
+def _journal_export(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from lltrade import COMMAND_DTYPE
+    from lltrade.journal import JournalError, JournalReader, RecordType
+
+    path = _journal_dir(args)
+    if args.after < 0:
+        raise UsageError(f"--after must be >= 0, got {args.after}")
+    names = COMMAND_DTYPE.names
+    assert names is not None
+    encode = msgspec.json.Encoder().encode
+    try:
+        out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc.strerror}") from None
+    try:
+        for record in JournalReader(path, repair=False).records(args.after):
+            item: dict[str, Any] = {"seq": record.seq}
+            if record.type == RecordType.COMMANDS:
+                rows = record.commands()
+                item["type"] = "commands"
+                item["recv_ns"] = record.recv_ns
+                item["commands"] = [dict(zip(names, row, strict=True)) for row in rows.tolist()]
+            elif record.type == RecordType.SESSION:
+                item["type"] = "session"
+                item["event"] = record.session()
+            elif record.type == RecordType.SNAPSHOT_MARK:
+                covered, created, name = record.snapshot_mark()
+                item.update(
+                    type="snapshot_mark", covered_seq=covered, created_ns=created, snapshot=name
+                )
+            else:
+                item.update(type=record.type, flags=record.flags, payload_hex=record.payload.hex())
+            out.write(encode(item))
+            out.write(b"\n")
+        out.flush()
+    except JournalError as exc:
+        raise CommandError(str(exc)) from None
+    except BrokenPipeError:  # `lltrade journal export DIR | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
     return 0
 
 

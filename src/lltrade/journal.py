@@ -1403,9 +1403,7 @@ def engine_snapshot(engine: Engine) -> bytes:
     """
     parts: list[bytes] = []
     symbols = engine.symbols()
-    parts.append(
-        _ENGINE_HEADER.pack(ENGINE_MAGIC, 1, 0, len(symbols), 0)
-    )
+    parts.append(_ENGINE_HEADER.pack(ENGINE_MAGIC, 1, 0, len(symbols), 0))
     for symbol in symbols:
         book = engine.book(symbol)
         resting = book.resting()

@@ -126,6 +126,17 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="listen address (server.host)")
     run.add_argument("--port", type=int, help="order-entry port, 0 = any free one (server.port)")
     run.add_argument("--cpu", type=int, help="pin the daemon to this CPU (process.cpu)")
+    run.add_argument("--journal-dir", metavar="DIR", help="journal directory (journal.dir)")
+    run.add_argument(
+        "--durability",
+        choices=("none", "batch", "interval"),
+        help="journal durability policy (journal.durability)",
+    )
+    run.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="run without a journal: nothing survives a restart (benchmarks only)",
+    )
     run.add_argument(
         "--busy-poll",
         action=argparse.BooleanOptionalAction,
@@ -291,6 +302,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
 
     from lltrade.config import ConfigError, load_config
     from lltrade.daemon import run_daemon
+    from lltrade.journal import JournalError
     from lltrade.logs import setup_logging
     from lltrade.runtime import SetupError
 
@@ -306,18 +318,24 @@ def _run_daemon(args: argparse.Namespace) -> int:
         for k, v in (("cpu", args.cpu), ("busy_poll", args.busy_poll), ("mlockall", args.mlockall))
         if v is not None
     }
+    journal: dict[str, Any] = {
+        k: v for k, v in (("dir", args.journal_dir), ("durability", args.durability)) if v
+    }
+    if args.no_journal:
+        journal["enabled"] = False
     try:
         config = msgspec.structs.replace(
             config,
             server=msgspec.structs.replace(config.server, **server),
             process=msgspec.structs.replace(config.process, **process),
+            journal=msgspec.structs.replace(config.journal, **journal),
         )
     except (TypeError, ValueError) as exc:
         raise UsageError(f"bad command-line override: {exc}") from None
     setup_logging(args.log_level)
     try:
         return run_daemon(config, use_uvloop=args.loop == "uvloop")
-    except SetupError as exc:
+    except (SetupError, JournalError) as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"cannot start the daemon: {exc}") from None

@@ -145,6 +145,13 @@ class JournalConfig(_Section, frozen=True, kw_only=True):
     interval: fdatasync every interval_ms."""
     interval_ms: Millis = 5
     ack_after_sync: bool = False  #: interval mode: acks wait for the next fdatasync
+    enabled: bool = True  #: false: no journal at all (benchmarks; nothing survives a restart)
+    segment_mb: Annotated[int, msgspec.Meta(ge=1, le=65536)] = 256
+    """A segment file is closed and a new one started past this size."""
+    snapshot_every: Annotated[int, msgspec.Meta(ge=0)] = 5_000_000
+    """Take a snapshot after this many commands (0: only at shutdown)."""
+    keep_snapshots: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 2
+    """Snapshots kept; journal segments older than the oldest kept one are deleted."""
 
 
 class TelemetryConfig(_Section, frozen=True, kw_only=True):

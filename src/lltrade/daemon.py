@@ -11,6 +11,7 @@ waits for a client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -24,6 +25,15 @@ from lltrade import COMMAND_DTYPE, EVENT_DTYPE, Engine, EventKind, Op, Reason
 from lltrade._gate import OrderGate
 from lltrade._reports import ReportEncoder
 from lltrade.config import AccountConfig, Config, SymbolConfig, verify_secret
+from lltrade.journal import (
+    JournalError,
+    JournalWriter,
+    engine_snapshot,
+    prune,
+    read_snapshot,
+    recover,
+    write_snapshot,
+)
 from lltrade.marketdata import MarketData
 from lltrade.protocol import (
     PROTOCOL_VERSION,
@@ -108,13 +118,21 @@ class Daemon:
         self.config = config
         self.loop = loop
         self.engine = Engine()
-        self.gate = OrderGate(max_sessions=config.server.max_sessions)
         self.symbols: dict[int, SymbolConfig] = {}
         self.halted: dict[int, bool] = {}
         for s in config.symbols:
             self.engine.add_book(
                 s.id, s.min_price, s.max_price, s.tick, s.lot, max_orders=s.max_orders
             )
+            self.symbols[s.id] = s
+            self.halted[s.id] = False
+        # Rebuild the books from the journal before anything else.
+        self.journal: JournalWriter | None = None
+        self.unavailable: str | None = None  #: why orders are refused (journal failure)
+        self.commands_since_snapshot = 0
+        next_oid, exec_id = self._recover() if config.journal.enabled else (1, 0)
+        self.gate = OrderGate(max_sessions=config.server.max_sessions, first_order_id=next_oid)
+        for s in config.symbols:
             self.gate.add_symbol(
                 s.id,
                 tick=s.tick,
@@ -126,8 +144,6 @@ class Daemon:
                 max_order_qty=s.limits.max_order_qty or 0,
                 max_notional=s.limits.max_notional or 0,
             )
-            self.symbols[s.id] = s
-            self.halted[s.id] = False
         self.accounts: dict[str, AccountConfig] = {a.name: a for a in config.accounts}
         for a in config.accounts:
             self.gate.add_account(
@@ -140,6 +156,7 @@ class Daemon:
                 msg_burst=a.limits.msg_rate_per_s,
             )
         self.reports = ReportEncoder(config.server.max_sessions)
+        self.reports.exec_id = exec_id
         self.market = MarketData(self)
         self.sessions: set[Session] = set()
         self.by_slot: list[Session | None] = [None] * config.server.max_sessions
@@ -166,10 +183,159 @@ class Daemon:
             0,
         )
         self.read_to_write = LatencyLog()  #: per read: frames in -> answers written
+        self._sync_timer: asyncio.TimerHandle | None = None
+        self._interval_timer: asyncio.TimerHandle | None = None
         self.server: asyncio.AbstractServer | None = None
         self._stopping: asyncio.Event | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._busy: BusyPoll | None = None
+
+    # =========================================================================
+    # The journal: recovery, appends, durability, snapshots
+    # =========================================================================
+
+    def _recover(self) -> tuple[int, int]:
+        """Rebuild the books (snapshot + journal); open the writer.
+
+        Returns the next engine order id and the last execution id, so that
+        ids never repeat across restarts.  Orders of accounts with
+        cancel-on-disconnect lost their sessions in the restart: they are
+        cancelled here, through the journal like any other command.
+        """
+        cfg = self.config.journal
+        max_oid = 0
+        fills = 0
+
+        def replayed(events: np.ndarray, first_command: int) -> None:
+            nonlocal max_oid, fills
+            kinds = events["kind"]
+            oids = events["order_id"]
+            if len(oids):
+                max_oid = max(max_oid, int(oids.max()))
+            fills += int(np.count_nonzero((kinds == _FILL) & (oids == events["taker_id"])))
+
+        recovery = recover(self.engine, cfg.dir, on_events=replayed)
+        extra = read_snapshot(recovery.snapshot).extra if recovery.snapshot else {}
+        next_oid = max(max_oid + 1, int(extra.get("next_order_id", 1)))
+        for book in map(self.engine.book, self.symbols):
+            for order_id, *_ in book.resting():
+                next_oid = max(next_oid, order_id + 1)
+        exec_id = int(extra.get("exec_id", 0)) + fills
+        self.journal = JournalWriter(
+            cfg.dir, cfg.durability, cfg.interval_ms, segment_bytes=cfg.segment_mb << 20
+        )
+        log.info(
+            "recovered",
+            extra={
+                "journal": cfg.dir,
+                "snapshot": str(recovery.snapshot) if recovery.snapshot else None,
+                "records": recovery.records,
+                "commands": recovery.commands,
+                "seconds": round(recovery.seconds, 6),
+                "torn_tail": str(recovery.truncated_tail) if recovery.truncated_tail else None,
+                "state_hash": {
+                    sid: f"{self.engine.book(sid).state_hash():016x}" for sid in self.symbols
+                },
+            },
+        )
+        return next_oid, exec_id
+
+    def _cancel_orphans(self) -> None:
+        """Cancel what cancel-on-disconnect accounts left resting before a restart."""
+        for account in (a.id for a in self.config.accounts if a.cancel_on_disconnect):
+            for symbol in self.symbols:
+                self._add_command(Op.MASS_CANCEL, symbol, account=account, reason=Reason.DISCONNECT)
+        self._flush_engine()
+
+    def _journal_batch(self, rows: np.ndarray) -> bool:
+        """Append a batch before it is processed; False if it could not be journaled."""
+        if self.journal is None:
+            return True
+        try:
+            self.journal.append_commands(rows, time.time_ns())
+        except JournalError as exc:
+            self._journal_failed(str(exc), rows)
+            return False
+        self.commands_since_snapshot += len(rows)
+        return True
+
+    def _journal_failed(self, why: str, rows: np.ndarray) -> None:
+        """Refuse the batch that could not be journaled, and every order after it."""
+        if self.unavailable is None:
+            log.error("journal write failed: taking no more orders", extra={"error": why})
+        self.unavailable = why
+        n = len(rows)
+        events = self.events[:n]
+        events.fill(0)
+        events["kind"] = int(EventKind.REJECTED)
+        events["order_id"] = rows["order_id"]
+        events["symbol"] = rows["symbol"]
+        events["cmd"] = np.arange(n, dtype=np.int32)
+        events["reason"] = int(Reason.UNAVAILABLE)
+        self.gate.apply(self.events, n, self.routes)
+        self.reports.encode(self.events, n, self.routes, self.ref_seqs, 0)
+
+    def _acks_may_leave(self) -> bool:
+        """Interval durability with ack_after_sync: hold output until it is synced."""
+        journal = self.journal
+        if journal is None or not self.config.journal.ack_after_sync:
+            return True
+        if journal.durability != "interval" or journal.synced_seq >= journal.last_seq:
+            return True
+        if self._sync_timer is None and not journal.failed:
+            self._sync_timer = self.loop.call_later(
+                self.config.journal.interval_ms / 1000, self._sync_and_flush
+            )
+        return False
+
+    def _sync_and_flush(self) -> None:
+        self._sync_timer = None
+        if self.journal is not None and not self.journal.failed:
+            try:
+                self.journal.sync()
+            except JournalError as exc:
+                self.unavailable = str(exc)
+                log.error("journal sync failed: taking no more orders", extra={"error": str(exc)})
+                return  # what was not synced is never acknowledged
+        self._flush_output()
+
+    def _interval_sync(self) -> None:
+        """The interval policy's timer: fdatasync when the interval has passed."""
+        journal = self.journal
+        if journal is not None and not journal.failed:
+            try:
+                journal.maybe_sync(time.monotonic_ns())
+            except JournalError as exc:
+                self.unavailable = str(exc)
+                log.error("journal sync failed: taking no more orders", extra={"error": str(exc)})
+        self._interval_timer = self.loop.call_later(
+            self.config.journal.interval_ms / 1000, self._interval_sync
+        )
+
+    def snapshot(self) -> None:
+        """Write a snapshot of the books now (between batches) and prune what it covers."""
+        journal = self.journal
+        if journal is None or journal.failed:
+            return
+        self._flush_engine()
+        started = time.perf_counter()
+        state = engine_snapshot(self.engine)
+        stalled = time.perf_counter() - started
+        seq = journal.last_seq
+        extra = {"next_order_id": self.gate.next_order_id, "exec_id": self.reports.exec_id}
+        path = write_snapshot(journal.directory, seq, state, extra)
+        journal.append_snapshot_mark(seq, path)
+        deleted = prune(journal.directory, seq, keep_snapshots=self.config.journal.keep_snapshots)
+        self.commands_since_snapshot = 0
+        log.info(
+            "snapshot",
+            extra={
+                "seq": seq,
+                "path": str(path),
+                "stall_ms": round(stalled * 1000, 3),
+                "pruned": len(deleted),
+            },
+        )
 
     # =========================================================================
     # Start and stop
@@ -179,6 +345,10 @@ class Daemon:
         """Listen for clients (``host``/``port`` override the config)."""
         cfg = self.config.server
         self._stopping = asyncio.Event()
+        if self.journal is not None:
+            self._cancel_orphans()
+            if self.journal.durability == "interval":
+                self._interval_sync()
         self.server = await self.loop.create_server(
             self._new_session, host or cfg.host, cfg.port if port is None else port
         )
@@ -217,6 +387,15 @@ class Daemon:
             self._ticker.cancel()
         if self._busy is not None:
             self._busy.stop()
+        if self._interval_timer is not None:
+            self._interval_timer.cancel()
+        if self.journal is not None:
+            if not self.journal.failed:
+                self.snapshot()  # a quick restart: replay starts from here
+                with contextlib.suppress(JournalError):
+                    self.journal.sync()
+            self.journal.close()
+            self.journal = None
         log.info("stopped", extra={**self.stats, "read_to_write_ns": self.read_to_write.summary()})
 
     def install_signal_handlers(self) -> None:
@@ -420,6 +599,14 @@ class Daemon:
     # =========================================================================
 
     def _order(self, session: Session, msg: NewOrder | Cancel | Replace | Reduce) -> None:
+        if self.unavailable is not None:
+            self._send(
+                session,
+                OrderRejected(
+                    session.next_seq(), msg.seq, msg.cl_ord_id, Reason.UNAVAILABLE, self.unavailable
+                ),
+            )
+            return
         if self.n_commands == BATCH:
             self._flush_engine()
         reason = self.gate.admit(
@@ -472,6 +659,8 @@ class Daemon:
         if n == 0:
             return
         self.n_commands = 0
+        if not self._journal_batch(self.commands[:n]):
+            return  # refused with UNAVAILABLE: nothing was applied
         self.stats["commands"] += n
         done = 0
         while done < n:
@@ -487,6 +676,9 @@ class Daemon:
             self.gate.apply(self.events, n_events, self.routes)
             self.reports.encode(self.events, n_events, self.routes, self.ref_seqs, done)
             done += consumed
+        every = self.config.journal.snapshot_every
+        if every and self.commands_since_snapshot >= every:
+            self.snapshot()
 
     # =========================================================================
     # Session-level messages
@@ -592,6 +784,12 @@ class Daemon:
         now = self.loop.time()
         bound = self.config.server.max_outbound_bytes
         reports = self.reports
+        if self.dirty:
+            dirty, self.dirty = self.dirty, set()
+            for waiting in dirty:
+                waiting.flush(now, bound)
+        if not self._acks_may_leave():
+            return  # held in the encoder until the journal's next fdatasync
         for slot in reports.dirty():
             session = self.by_slot[slot]
             data = reports.take(slot)
@@ -599,10 +797,6 @@ class Daemon:
                 self.stats["slow_consumers"] += 1
                 log.warning("slow consumer cut off", extra={"peer": session.peer})
                 self.end_session(session, SessionReason.SLOW_CONSUMER, "slow consumer", abort=True)
-        if self.dirty:
-            dirty, self.dirty = self.dirty, set()
-            for session in dirty:
-                session.flush(now, bound)
 
     def _tick(self) -> None:
         """Heartbeats for quiet sessions; disconnect silent ones."""

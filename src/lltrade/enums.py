@@ -92,3 +92,4 @@ class Reason(IntEnum):
     SYMBOL_HALTED = 45  #: trading in the symbol is halted (cancels still work)
     KILL_SWITCH_ACTIVE = 46  #: the kill switch is on: no new orders
     NOT_AUTHORISED = 47  #: the request needs the admin role
+    UNAVAILABLE = 48  #: the journal cannot be written: the daemon takes no orders

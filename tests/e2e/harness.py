@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import tempfile
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -38,7 +39,11 @@ def make_config(**server: Any) -> Config:
     """The demo config on an OS-picked port, with server overrides."""
     cfg = default_config()
     return msgspec.structs.replace(
-        cfg, server=msgspec.structs.replace(cfg.server, port=0, **server)
+        cfg,
+        server=msgspec.structs.replace(cfg.server, port=0, **server),
+        journal=msgspec.structs.replace(
+            cfg.journal, dir=tempfile.mkdtemp(prefix="lltrade-journal-"), durability="none"
+        ),
     )
 
 

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,9 @@ from harness import LOOPS, RawClient
 
 
 def _start(*args: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
+    journal = tempfile.mkdtemp(prefix="lltrade-journal-")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lltrade", "run", "--port", "0", *args],
+        [sys.executable, "-m", "lltrade", "run", "--port", "0", "--journal-dir", journal, *args],
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -432,6 +432,7 @@ def test_reason_numbers_do_not_collide() -> None:
         "SYMBOL_HALTED",
         "KILL_SWITCH_ACTIVE",
         "NOT_AUTHORISED",
+        "UNAVAILABLE",
     ]
 
 

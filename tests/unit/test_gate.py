@@ -212,7 +212,7 @@ def test_pxd_reasons_mirror_the_enums() -> None:
         enum = SessionReason if name.startswith("SR_") else Reason
         assert enum[name.split("_", 1)[1]] == value, name
     for member in Reason:
-        if 40 <= member < 60:
+        if 40 <= member < 60 and member != Reason.UNAVAILABLE:  # the daemon's, not the gate's
             assert found[f"R_{member.name}"] == member
 
 

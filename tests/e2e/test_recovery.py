@@ -1,0 +1,241 @@
+"""Nothing acknowledged is lost: restarts, kill -9, snapshots, torn tails, a full disk."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from lltrade import Engine, Reason, Side
+from lltrade.config import default_config
+from lltrade.journal import list_segments, recover
+from lltrade.protocol import Cancelled, NewOrder, OrderAccepted, OrderRejected
+
+from harness import RawClient, make_config, run_on, start_daemon
+
+DEMO = 1
+
+
+def _config(journal_dir: str, **journal: Any) -> Any:
+    cfg = make_config()
+    return msgspec.structs.replace(
+        cfg, journal=msgspec.structs.replace(cfg.journal, dir=journal_dir, **journal)
+    )
+
+
+def _offline_books(journal_dir: str) -> dict[int, list[tuple[int, ...]]]:
+    """The books an offline replay of the journal gives."""
+    engine = Engine()
+    for s in default_config().symbols:
+        engine.add_book(s.id, s.min_price, s.max_price, s.tick, s.lot, max_orders=s.max_orders)
+    recover(engine, journal_dir)
+    return {sid: engine.book(sid).resting() for sid in engine.symbols()}
+
+
+def _order(c: RawClient, cl: int, side: int, price: int, qty: int) -> NewOrder:
+    return NewOrder(c.next_seq(), cl, DEMO, side, price, qty, 0, False, 0)
+
+
+def test_restart_keeps_orders_cancels_orphans_and_never_reuses_ids() -> None:
+    journal_dir = tempfile.mkdtemp(prefix="lltrade-journal-")
+
+    async def first_life() -> list[int]:
+        h = await start_daemon(_config(journal_dir, snapshot_every=7))
+        admin, alice = await h.client("admin"), await h.client("alice")  # admin: no c-o-d
+        admin.send(*[_order(admin, i, Side.BUY, 9_000 + i, 2) for i in range(1, 21)])
+        acks = [await admin.expect(OrderAccepted) for _ in range(20)]
+        alice.send(_order(alice, 1, Side.SELL, 11_000, 5))
+        await alice.expect(OrderAccepted)
+        admin.send(NewOrder(admin.next_seq(), 99, DEMO, Side.SELL, 9_020, 3, 1, False, 0))
+        await admin.expect(Cancelled, lambda m: m.cl_ord_id == 99)  # IOC: traded 2, rest gone
+        assert list(Path(journal_dir).glob("snapshot-*.llts")), "snapshots were taken"
+        # A crash: no shutdown, no final snapshot; the writer just goes away.
+        assert h.daemon.journal is not None
+        h.daemon.journal.close()
+        h.daemon.journal = None
+        await h.close()
+        return [a.order_id for a in acks]
+
+    async def second_life(order_ids: list[int]) -> None:
+        h = await start_daemon(_config(journal_dir))
+        book = h.daemon.engine.book(DEMO)
+        resting = {o[0]: o for o in book.resting()}
+        # admin's 19 untouched bids survive; the one hit by the IOC is gone;
+        # alice's ask was cancelled on restart (cancel_on_disconnect).
+        assert sorted(resting) == sorted(order_ids[:19])
+        assert all(o[3] == 2 for o in resting.values())
+        assert book.best_ask() is None
+        admin = await h.client("admin")
+        admin.send(_order(admin, 1, Side.BUY, 9_500, 1))
+        fresh = await admin.expect(OrderAccepted)
+        assert fresh.order_id > max(order_ids) + 1  # ids continue, never reused
+        at_stop.extend(book.resting())
+        await h.close()
+
+    ids: list[int] = []
+    at_stop: list[tuple[int, ...]] = []
+
+    async def run() -> None:
+        ids.extend(await first_life())
+        await second_life(ids)
+
+    run_on("uvloop", run)
+    assert _offline_books(journal_dir)[DEMO] == at_stop  # replay gives the live book
+
+
+def test_torn_tail_is_cut_and_the_rest_recovered() -> None:
+    journal_dir = tempfile.mkdtemp(prefix="lltrade-journal-")
+
+    async def scenario() -> None:
+        h = await start_daemon(_config(journal_dir))
+        admin = await h.client("admin")
+        admin.send(*[_order(admin, i, Side.BUY, 9_000 + i, 1) for i in range(1, 11)])
+        for _ in range(10):
+            await admin.expect(OrderAccepted)
+        assert h.daemon.journal is not None
+        h.daemon.journal.close()
+        h.daemon.journal = None
+        await h.close()
+        # A crash in the middle of the next write: half a record at the tail.
+        _, last = list_segments(journal_dir)[-1]
+        with open(last, "ab") as f:
+            f.write(b"\x40\x00\x00\x00\x01\x00\x01\x00" + os.urandom(13))
+        h2 = await start_daemon(_config(journal_dir))
+        assert len(h2.daemon.engine.book(DEMO)) == 10
+        await h2.close()
+
+    run_on("uvloop", scenario)
+
+
+def test_full_disk_refuses_orders_and_acknowledges_nothing_unjournaled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    journal_dir = tempfile.mkdtemp(prefix="lltrade-journal-")
+
+    async def scenario() -> None:
+        h = await start_daemon(_config(journal_dir))
+        admin = await h.client("admin")
+        admin.send(_order(admin, 1, Side.BUY, 9_000, 1))
+        await admin.expect(OrderAccepted)
+        real_write = os.write
+        journal_fd = h.daemon.journal._fd  # type: ignore[union-attr]
+
+        def full(fd: int, data: Any) -> int:
+            if fd == journal_fd:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(fd, data)
+
+        monkeypatch.setattr(os, "write", full)
+        admin.send(_order(admin, 2, Side.BUY, 9_001, 1))
+        refused = await admin.expect(OrderRejected)
+        assert refused.reason == Reason.UNAVAILABLE
+        admin.send(_order(admin, 3, Side.BUY, 9_002, 1))
+        assert (await admin.expect(OrderRejected)).reason == Reason.UNAVAILABLE
+        assert [o[0] for o in h.daemon.engine.book(DEMO).resting()] == [1]
+        monkeypatch.setattr(os, "write", real_write)
+        await h.close()
+
+    run_on("uvloop", scenario)
+
+
+# -- kill -9 of a real daemon process, many times ------------------------------------
+
+
+def _spawn(journal_dir: str) -> tuple[subprocess.Popen[str], tuple[str, int], dict[str, Any]]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lltrade",
+            "run",
+            "--port",
+            "0",
+            "--journal-dir",
+            journal_dir,
+            "--durability",
+            "none",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    recovered: dict[str, Any] = {}
+    for line in proc.stderr:
+        record = json.loads(line)
+        if record["msg"] == "recovered":
+            recovered = record
+        if record["msg"] == "listening":
+            return proc, tuple(record["address"]), recovered  # type: ignore[return-value]
+    raise AssertionError(f"daemon exited with {proc.wait()} before listening")
+
+
+def test_kill_9_at_random_moments_loses_no_acknowledged_order() -> None:
+    journal_dir = tempfile.mkdtemp(prefix="lltrade-journal-")
+    rng = random.Random(11)
+    acked: dict[int, int] = {}  # engine order id -> qty, every order ever acknowledged
+    next_cl = 1
+    for life in range(6):
+        proc, address, recovered = _spawn(journal_dir)
+        try:
+            # The recovered books are exactly an offline replay of the journal.
+            offline = _offline_books(journal_dir)
+            assert recovered["state_hash"][str(DEMO)] == _hash_of(offline, DEMO), life
+            resting = {o[0]: o[3] for o in offline[DEMO]}
+            missing = {oid for oid in acked if oid not in resting}
+            assert not missing, f"life {life}: acknowledged orders lost: {sorted(missing)[:10]}"
+
+            async def trade(
+                address: tuple[str, int] = address, proc: subprocess.Popen[str] = proc
+            ) -> None:
+                nonlocal next_cl
+                c = await RawClient.connect(address)
+                await c.logon("admin")
+                deadline = asyncio.get_running_loop().time() + rng.uniform(0.05, 0.4)
+                while asyncio.get_running_loop().time() < deadline:
+                    burst = [
+                        _order(c, next_cl + i, Side.BUY, rng.randrange(5_000, 9_000), 1)
+                        for i in range(rng.randrange(1, 50))
+                    ]
+                    next_cl += len(burst)
+                    c.send(*burst)
+                    await asyncio.sleep(0)
+                    for m in await c.drain(0.001):
+                        if isinstance(m, OrderAccepted):
+                            acked[m.order_id] = m.qty
+                proc.send_signal(signal.SIGKILL)  # mid-stream, acks possibly in flight
+                for m in await c.drain(0.05):
+                    if isinstance(m, OrderAccepted):
+                        acked[m.order_id] = m.qty
+                await c.close()
+
+            asyncio.run(asyncio.wait_for(trade(), 30))
+        finally:
+            proc.kill()
+            proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+    assert len(acked) > 100, "the test should have acknowledged plenty of orders"
+    final = {o[0] for o in _offline_books(journal_dir)[DEMO]}
+    assert set(acked) <= final
+    # Nothing was applied twice: every resting order id appears once.
+    assert len(final) == len(_offline_books(journal_dir)[DEMO])
+
+
+def _hash_of(books: dict[int, list[tuple[int, ...]]], symbol: int) -> str:
+    s = default_config().symbol("DEMO")
+    engine = Engine()
+    book = engine.add_book(symbol, s.min_price, s.max_price, s.tick, s.lot)
+    for order_id, side, price, qty, account, stp, post_only in books[symbol]:
+        book.add(order_id, side, price, qty, account=account, stp=stp, post_only=bool(post_only))
+    return f"{book.state_hash():016x}"

@@ -4,11 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXT    := build/.ext-release
-CORE   := $(wildcard src/lltrade/*.pyx src/lltrade/*.pxd) setup.py
+CORE   := $(wildcard src/lltrade/*.pyx src/lltrade/*.pxd src/lltrade/include/*.h) setup.py
 PYTEST := $(PY) -m pytest
 ASAN_LIB = $(shell cc -print-file-name=libasan.so)
 
-.PHONY: all venv build run demo test lint typecheck unit test-debug test-asan \
+.PHONY: all venv build sysdeps run demo test lint typecheck unit test-debug test-asan \
         bench bench-replay annotate clean
 
 all: build
@@ -23,6 +23,22 @@ $(STAMP): pyproject.toml setup.py
 
 venv: $(STAMP)
 
+# System tools the tests use (from Debian): promtool checks /metrics, chromium renders the
+# telemetry dashboard. Installs only what is missing; silent when all is there.
+SYSDEPS := promtool:prometheus chromium:chromium
+sysdeps:
+	@missing=""; \
+	for dep in $(SYSDEPS); do \
+	  command -v "$${dep%%:*}" >/dev/null 2>&1 || missing="$$missing $${dep#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	  echo "sysdeps: apt-get install$$missing"; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends \
+	    $$missing >/dev/null; \
+	fi
+
 $(EXT): $(STAMP) $(CORE)
 	$(PY) setup.py -q build_ext --inplace
 	@mkdir -p build && touch $@
@@ -35,13 +51,13 @@ run: build
 
 # -- checks -------------------------------------------------------------------
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmark setup.py
-	$(VENV)/bin/ruff format --check src tests benchmark setup.py
+	$(VENV)/bin/ruff check src tests benchmark setup.py telemetry
+	$(VENV)/bin/ruff format --check src tests benchmark setup.py telemetry
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-unit: build
+unit: build sysdeps
 	$(PYTEST) -q tests
 
 # Bounds checks, line tracing and C asserts on; built beside the release build.
@@ -61,7 +77,7 @@ test-asan: $(STAMP)
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  $(PYTEST) -q -p no:cacheprovider tests/unit
 
-test: lint typecheck unit test-debug test-asan
+test: sysdeps lint typecheck unit test-debug test-asan
 
 # -- speed --------------------------------------------------------------------
 bench: build

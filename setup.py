@@ -59,7 +59,7 @@ extensions = [
         extra_link_args=link_args,
     )
     # _gate cimports _book's records and _cmap's map (both .pxd, resolved by cythonize).
-    for name in ("_book", "_gate", "_reports")
+    for name in ("_book", "_gate", "_reports", "_telemetry")
 ]
 
 setup(

@@ -46,7 +46,10 @@ $(EXT): $(STAMP) $(CORE)
 build: $(EXT)
 
 # -- the main job -------------------------------------------------------------
+# The daemon in the foreground (Ctrl-C stops it) and its telemetry sidecar on :8000 beside it.
 run: build
+	@$(VENV)/bin/lltrade-telemetry & tel=$$!; \
+	trap 'kill $$tel 2>/dev/null' EXIT INT TERM; \
 	$(VENV)/bin/lltrade run
 
 # -- checks -------------------------------------------------------------------

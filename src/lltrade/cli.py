@@ -128,6 +128,11 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cpu", type=int, help="pin the daemon to this CPU (process.cpu)")
     run.add_argument("--journal-dir", metavar="DIR", help="journal directory (journal.dir)")
     run.add_argument(
+        "--telemetry-name",
+        metavar="NAME",
+        help="shared-memory file under /dev/shm (telemetry.shm_name)",
+    )
+    run.add_argument(
         "--durability",
         choices=("none", "batch", "interval"),
         help="journal durability policy (journal.durability)",
@@ -329,6 +334,10 @@ def _run_daemon(args: argparse.Namespace) -> int:
             server=msgspec.structs.replace(config.server, **server),
             process=msgspec.structs.replace(config.process, **process),
             journal=msgspec.structs.replace(config.journal, **journal),
+            telemetry=msgspec.structs.replace(
+                config.telemetry,
+                **({"shm_name": args.telemetry_name} if args.telemetry_name else {}),
+            ),
         )
     except (TypeError, ValueError) as exc:
         raise UsageError(f"bad command-line override: {exc}") from None

@@ -160,6 +160,7 @@ class TelemetryConfig(_Section, frozen=True, kw_only=True):
     shm_name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,200}$")] = "lltrade"
     """File name under /dev/shm."""
     interval_ms: Millis = 1_000  #: gauge update and exporter sampling period
+    enabled: bool = True  #: false: publish nothing
 
 
 class Config(_Section, frozen=True, kw_only=True):

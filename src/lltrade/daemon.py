@@ -35,6 +35,7 @@ from lltrade.journal import (
     write_snapshot,
 )
 from lltrade.marketdata import MarketData
+from lltrade.metrics import DaemonTelemetry
 from lltrade.protocol import (
     PROTOCOL_VERSION,
     Cancel,
@@ -157,6 +158,17 @@ class Daemon:
             )
         self.reports = ReportEncoder(config.server.max_sessions)
         self.reports.exec_id = exec_id
+        self.telemetry = (
+            DaemonTelemetry(
+                config.telemetry.shm_name, {sid: s.name for sid, s in self.symbols.items()}
+            )
+            if config.telemetry.enabled
+            else None
+        )
+        self.bytes_in = 0  #: totals; the tick publishes what changed
+        self.bytes_out = 0
+        self._published_bytes = (0, 0)
+        self._orders_this_read = 0
         self.market = MarketData(self)
         self.sessions: set[Session] = set()
         self.by_slot: list[Session | None] = [None] * config.server.max_sessions
@@ -396,6 +408,9 @@ class Daemon:
                     self.journal.sync()
             self.journal.close()
             self.journal = None
+        if self.telemetry is not None:
+            self.telemetry.close()
+            self.telemetry = None
         log.info("stopped", extra={**self.stats, "read_to_write_ns": self.read_to_write.summary()})
 
     def install_signal_handlers(self) -> None:
@@ -509,10 +524,16 @@ class Daemon:
                 self._session_message(session, msg)
         self._flush_engine()
         self._flush_output()
-        self.read_to_write.record(time.perf_counter_ns() - started)
+        elapsed = time.perf_counter_ns() - started
+        self.read_to_write.record(elapsed)
+        if self.telemetry is not None:
+            self.telemetry.read(0, self._orders_this_read, elapsed)
+        self._orders_this_read = 0
 
     def _frame_error(self, session: Session, err: FrameError) -> None:
         self.stats["malformed"] += 1
+        if self.telemetry is not None:
+            self.telemetry.add("malformed_frames")
         session.in_seq += 1  # a bad frame still counts
         if err.fatal or not session.logged_on:
             self._flush_engine()
@@ -564,6 +585,8 @@ class Daemon:
         self.gate.open_session(session.slot, account.id)
         self.gate.set_admin(session.slot, account.role == "admin")
         self.stats["logons"] += 1
+        if self.telemetry is not None:
+            self.telemetry.add("sessions_opened")
         self.session_ids += 1
         cfg = self.config.server
         self._send(
@@ -615,6 +638,7 @@ class Daemon:
         if reason == 0:
             self.ref_seqs[self.n_commands] = msg.seq
             self.n_commands += 1
+            self._orders_this_read += 1
             return
         # Answer in order: what came before this message goes first.
         self._flush_engine()
@@ -662,8 +686,11 @@ class Daemon:
         if not self._journal_batch(self.commands[:n]):
             return  # refused with UNAVAILABLE: nothing was applied
         self.stats["commands"] += n
+        if self.telemetry is not None:
+            self.telemetry.add("journal_records")
         done = 0
         while done < n:
+            started = time.perf_counter_ns()
             try:
                 n_events = self.engine.process(self.commands[done:n], self.events)
             except ValueError:
@@ -673,6 +700,10 @@ class Daemon:
                 self.routes = np.zeros((len(self.events), 2), dtype=np.int64)
                 continue
             consumed = self.engine.commands_processed
+            if self.telemetry is not None:
+                self.telemetry.batch(
+                    consumed, self.events["kind"][:n_events], time.perf_counter_ns() - started
+                )
             self.gate.apply(self.events, n_events, self.routes)
             self.reports.encode(self.events, n_events, self.routes, self.ref_seqs, done)
             done += consumed
@@ -793,6 +824,7 @@ class Daemon:
         for slot in reports.dirty():
             session = self.by_slot[slot]
             data = reports.take(slot)
+            self.bytes_out += len(data)
             if session is not None and not session.write(data, now, bound):
                 self.stats["slow_consumers"] += 1
                 log.warning("slow consumer cut off", extra={"peer": session.peer})
@@ -814,7 +846,26 @@ class Daemon:
             elif now - session.last_out >= heartbeat:
                 self._send(session, Heartbeat(session.next_seq()))
         self._flush_output()
+        self._publish_gauges()
         self._ticker = self.loop.call_later(TICK_S, self._tick)
+
+    def _publish_gauges(self) -> None:
+        tel = self.telemetry
+        if tel is None:
+            return
+        seen_in, seen_out = self._published_bytes
+        tel.add("bytes_in", self.bytes_in - seen_in)
+        tel.add("bytes_out", self.bytes_out - seen_out)
+        self._published_bytes = (self.bytes_in, self.bytes_out)
+        best = {}
+        open_orders = 0
+        for sid in self.symbols:
+            book = self.engine.book(sid)
+            open_orders += len(book)
+            bid, ask = book.best_bid(), book.best_ask()
+            best[sid] = (bid[0] if bid else None, ask[0] if ask else None)
+        sessions = sum(1 for s in self.sessions if s.logged_on)
+        tel.tick(open_orders, sessions, best)
 
 
 def run_daemon(

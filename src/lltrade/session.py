@@ -75,6 +75,7 @@ class Session(asyncio.BufferedProtocol):
         return self.reader.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.daemon.bytes_in += nbytes
         batch = self.reader.buffer_updated(nbytes, self._batch)
         if batch:
             try:

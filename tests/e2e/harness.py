@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import struct
 import tempfile
+import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -43,6 +45,9 @@ def make_config(**server: Any) -> Config:
         server=msgspec.structs.replace(cfg.server, port=0, **server),
         journal=msgspec.structs.replace(
             cfg.journal, dir=tempfile.mkdtemp(prefix="lltrade-journal-"), durability="none"
+        ),
+        telemetry=msgspec.structs.replace(
+            cfg.telemetry, shm_name=f"lltrade-test-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         ),
     )
 

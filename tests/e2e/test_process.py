@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,7 +22,19 @@ from harness import LOOPS, RawClient
 def _start(*args: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
     journal = tempfile.mkdtemp(prefix="lltrade-journal-")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lltrade", "run", "--port", "0", "--journal-dir", journal, *args],
+        [
+            sys.executable,
+            "-m",
+            "lltrade",
+            "run",
+            "--port",
+            "0",
+            "--journal-dir",
+            journal,
+            "--telemetry-name",
+            f"lltrade-test-{os.getpid()}-p",
+            *args,
+        ],
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -269,6 +269,8 @@ class Daemon:
             self._journal_failed(str(exc), rows)
             return False
         self.commands_since_snapshot += len(rows)
+        if self.telemetry is not None:
+            self.telemetry.add("journal_bytes", rows.nbytes)  # command payload bytes
         return True
 
     def _journal_failed(self, why: str, rows: np.ndarray) -> None:
@@ -623,6 +625,8 @@ class Daemon:
 
     def _order(self, session: Session, msg: NewOrder | Cancel | Replace | Reduce) -> None:
         if self.unavailable is not None:
+            if self.telemetry is not None:
+                self.telemetry.rejected(Reason.UNAVAILABLE)
             self._send(
                 session,
                 OrderRejected(
@@ -642,6 +646,8 @@ class Daemon:
             return
         # Answer in order: what came before this message goes first.
         self._flush_engine()
+        if self.telemetry is not None:
+            self.telemetry.rejected(reason)
         if reason == SessionReason.RATE_LIMITED:
             self._send(session, Reject(session.next_seq(), msg.seq, reason, "message rate limit"))
         else:
@@ -686,7 +692,7 @@ class Daemon:
         if not self._journal_batch(self.commands[:n]):
             return  # refused with UNAVAILABLE: nothing was applied
         self.stats["commands"] += n
-        if self.telemetry is not None:
+        if self.telemetry is not None and self.journal is not None:
             self.telemetry.add("journal_records")
         done = 0
         while done < n:
@@ -702,7 +708,10 @@ class Daemon:
             consumed = self.engine.commands_processed
             if self.telemetry is not None:
                 self.telemetry.batch(
-                    consumed, self.events["kind"][:n_events], time.perf_counter_ns() - started
+                    consumed,
+                    self.events["kind"][:n_events],
+                    self.events["reason"][:n_events],
+                    time.perf_counter_ns() - started,
                 )
             self.gate.apply(self.events, n_events, self.routes)
             self.reports.encode(self.events, n_events, self.routes, self.ref_seqs, done)

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from lltrade._telemetry import TelemetryWriter, default_path
-from lltrade.enums import EventKind
+from lltrade.enums import EventKind, Reason
+from lltrade.protocol import SessionReason
 
 _COUNTERS = (
     ("orders_in", "Order messages admitted to the engine"),
@@ -36,6 +37,8 @@ _HISTOGRAMS = (
     ("batch_size", "Commands per engine batch"),
 )
 _KINDS = len(EventKind) + 1
+# Every reason an order message can be refused with, one counter each.
+_REJECT_REASONS = [r for r in Reason if 1 <= r < 20 or 40 <= r < 60] + [SessionReason.RATE_LIMITED]
 
 
 class DaemonTelemetry:
@@ -53,6 +56,11 @@ class DaemonTelemetry:
         metrics: list[tuple[str, str, str | None, str | None]] = [
             ("counter", n, h, None) for n, h in _COUNTERS
         ]
+        for reason in _REJECT_REASONS:
+            label = f'reason="{reason.name}"'
+            metrics.append(
+                ("counter", f"orders_rejected{{{label}}}", "Order messages rejected", label)
+            )
         metrics += [
             ("gauge", "open_orders", "Resting orders over all books", None),
             ("gauge", "sessions", "Sessions logged on", None),
@@ -66,6 +74,9 @@ class DaemonTelemetry:
         self.writer = TelemetryWriter(path, metrics)
         w = self.writer
         self.idx = {n: w.index(n) for n, _ in _COUNTERS}
+        self.by_reason = np.full(1 << 16, -1, dtype=np.int64)
+        for reason in _REJECT_REASONS:
+            self.by_reason[int(reason)] = w.index(f'orders_rejected{{reason="{reason.name}"}}')
         self.open_orders = w.index("open_orders")
         self.sessions = w.index("sessions")
         self.best = {
@@ -80,10 +91,17 @@ class DaemonTelemetry:
         self.batch_size = w.index("batch_size")
         self.writer.heartbeat()
 
-    def batch(self, n_commands: int, kinds: np.ndarray, elapsed_ns: int) -> None:
+    def batch(
+        self, n_commands: int, kinds: np.ndarray, reasons: np.ndarray, elapsed_ns: int
+    ) -> None:
         """One engine batch: its size, time and what its events were."""
         w, idx = self.writer, self.idx
         counts = np.bincount(kinds, minlength=_KINDS)
+        if counts[EventKind.REJECTED]:
+            for reason in reasons[kinds == EventKind.REJECTED]:
+                slot = int(self.by_reason[reason])
+                if slot >= 0:
+                    w.add(slot)
         w.add(idx["orders_in"], n_commands)
         w.add(idx["orders_accepted"], int(counts[EventKind.ACCEPTED]))
         w.add(idx["orders_rejected"], int(counts[EventKind.REJECTED]))
@@ -97,6 +115,13 @@ class DaemonTelemetry:
         self.writer.add(self.idx["bytes_in"], nbytes)
         if orders:
             self.writer.record_many(self.latency, np.full(orders, elapsed_ns, dtype=np.uint64))
+
+    def rejected(self, reason: int) -> None:
+        """A refusal decided before the engine (gate, session or journal)."""
+        self.writer.add(self.idx["orders_rejected"])
+        slot = int(self.by_reason[reason])
+        if slot >= 0:
+            self.writer.add(slot)
 
     def add(self, name: str, v: int = 1) -> None:
         self.writer.add(self.idx[name], v)

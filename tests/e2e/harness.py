@@ -57,9 +57,17 @@ def run_on(loop_kind: str, coro_fn: Callable[[], Coroutine[Any, Any, None]]) -> 
     loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
     try:
         loop.run_until_complete(asyncio.wait_for(coro_fn(), 60))
-        loop.run_until_complete(loop.shutdown_default_executor())
     finally:
+        # A failed scenario leaves its daemons and clients open: close them here, or
+        # closing the loop under live uvloop handles can hang instead of failing.
+        for harness in list(_LIVE):
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(asyncio.wait_for(harness.close(), 10))
+        loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
+
+
+_LIVE: list[Harness] = []  #: harnesses not closed yet
 
 
 class RawClient:
@@ -173,6 +181,8 @@ class Harness:
         return c
 
     async def close(self) -> None:
+        if self in _LIVE:
+            _LIVE.remove(self)
         for c in self.clients:
             await c.close()
         await self.daemon.stop()
@@ -181,7 +191,9 @@ class Harness:
 async def start_daemon(config: Config | None = None) -> Harness:
     daemon = Daemon(config or make_config(), asyncio.get_running_loop())
     await daemon.start()
-    return Harness(daemon)
+    harness = Harness(daemon)
+    _LIVE.append(harness)
+    return harness
 
 
 def frame_header(length: int) -> bytes:

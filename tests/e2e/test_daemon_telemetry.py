@@ -1,0 +1,40 @@
+"""The daemon's shared-memory telemetry reflects what it did."""
+
+from __future__ import annotations
+
+import pytest
+
+from lltrade import Reason, Side
+from lltrade._telemetry import TelemetryReader, default_path
+from lltrade.protocol import Fill, NewOrder, OrderAccepted, OrderRejected
+
+from harness import LOOPS, make_config, run_on, start_daemon
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_counters_histograms_and_gauges_follow_the_trading(loop_kind: str) -> None:
+    async def scenario() -> None:
+        cfg = make_config()
+        h = await start_daemon(cfg)
+        reader = TelemetryReader(default_path(cfg.telemetry.shm_name))
+        alice, bob = await h.client("alice"), await h.client("bob")
+        alice.send(NewOrder(alice.next_seq(), 1, 1, Side.BUY, 10_000, 5, 0, False, 0))
+        await alice.expect(OrderAccepted)
+        bob.send(NewOrder(bob.next_seq(), 1, 1, Side.SELL, 10_000, 2, 0, False, 0))
+        await bob.expect(Fill)
+        bob.send(NewOrder(bob.next_seq(), 2, 1, Side.SELL, 99_000, 2, 0, False, 0))
+        assert (await bob.expect(OrderRejected)).reason == Reason.PRICE_COLLAR
+        h.daemon._tick()  # publish gauges now rather than at the next 100 ms tick
+        snap = reader.snapshot()
+        c, g = snap["counters"], snap["gauges"]
+        assert c["orders_accepted"] == 2 and c["fills"] == 2
+        assert c['orders_rejected{reason="PRICE_COLLAR"}'] == 1 and c["orders_rejected"] == 1
+        assert c["sessions_opened"] == 2 and c["bytes_in"] > 0 and c["bytes_out"] > 0
+        assert g["open_orders"] == 1 and g["sessions"] == 2
+        assert g['best_bid{symbol="DEMO"}'] == 10_000
+        assert snap["histograms"]["order_latency_ns"]["count"] >= 2  # admitted orders
+        assert reader.heartbeat_age_s() < 5
+        reader.close()
+        await h.close()
+
+    run_on(loop_kind, scenario)

@@ -1077,23 +1077,7 @@ cdef class OrderBook:
 
         Bids best price first, then asks best price first; FIFO within a level.
         """
-        cdef list out = []
-        cdef Ladder* l
-        cdef Py_ssize_t i
-        cdef idx_t oi
-        cdef Order* o
-        cdef int s
-        for s in range(2):
-            l = &self.bids if s == 0 else &self.asks
-            i = l.n - 1
-            while i >= 0:
-                oi = self.level_pool[l.items[i].level].head
-                while oi != NIL:
-                    o = &self.order_pool[oi]
-                    out.append((o.id, o.side, o.price, o.qty, o.account))
-                    oi = o.next
-                i -= 1
-        return out
+        return [r[:5] for r in self.resting()]
 
     def resting(self):
         """Every resting order with all it carries, in :meth:`orders` order.

@@ -40,7 +40,6 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -53,6 +52,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import lltrade
+from figures import cpu_model, fmt_ns, fmt_rate, git_commit
 from lltrade.workload import KIND_NAMES, Mix, Workload, WorkloadSpec, generate
 
 import peers
@@ -83,32 +83,11 @@ class Result:
 # -- machine -------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("model name", "Model", "Hardware")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine_info() -> dict[str, Any]:
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:
         affinity = os.cpu_count() or 0
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=os.path.dirname(os.path.abspath(__file__)),
-        ).stdout.strip()
-    except OSError:
-        commit = ""
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
@@ -117,7 +96,7 @@ def machine_info() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "lltrade": getattr(lltrade, "__version__", "?"),
-        "commit": commit or "none",
+        "commit": git_commit(),
     }
 
 
@@ -390,22 +369,6 @@ def measure_memory(faces: dict[str, Callable[[], Any]], w: Workload) -> list[dic
 
 
 # -- printing ------------------------------------------------------------------------
-
-
-def fmt_rate(x: float) -> str:
-    if x >= 1e6:
-        return f"{x / 1e6:.2f} M/s"
-    if x >= 1e3:
-        return f"{x / 1e3:.1f} k/s"
-    return f"{x:.0f} /s"
-
-
-def fmt_ns(x: float) -> str:
-    if x >= 1e6:
-        return f"{x / 1e6:.2f} ms"
-    if x >= 1e3:
-        return f"{x / 1e3:.2f} us"
-    return f"{x:.0f} ns"
 
 
 def print_table(results: list[Result]) -> None:

@@ -78,6 +78,8 @@ import numpy as np
 import psutil
 from hdrh.histogram import HdrHistogram
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from figures import cpu_model, fmt_ns, fmt_rate, fmt_ratio, git_commit
 from lltrade.config import DEMO_SECRETS, default_config
 from lltrade.enums import STP, TIF, Side
 from lltrade.protocol import (
@@ -413,53 +415,16 @@ def reference_price() -> int:
 # =====================================================================================
 
 
-def fmt_ns(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if x >= 1e9:
-        return f"{x / 1e9:.2f} s"
-    if x >= 1e6:
-        return f"{x / 1e6:.2f} ms"
-    if x >= 1e3:
-        return f"{x / 1e3:.1f} us"
-    return f"{x:.0f} ns"
-
-
-def fmt_rate(x: float) -> str:
-    if x >= 1e6:
-        return f"{x / 1e6:.2f} M/s"
-    if x >= 1e3:
-        return f"{x / 1e3:.1f} k/s"
-    return f"{x:.0f} /s"
-
-
-def fmt_ratio(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}x"
-
-
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith(("model name", "Model", "Hardware")):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=os.path.dirname(os.path.abspath(__file__)),
-    ).stdout.strip()
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "cores_usable": sorted(os.sched_getaffinity(0)),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "uvloop": importlib.metadata.version("uvloop"),
         "msgspec": msgspec.__version__,
-        "commit": commit or "none",
+        "commit": git_commit(),
     }
 
 

@@ -89,6 +89,9 @@ class DaemonTelemetry:
         self.latency = w.index("order_latency_ns")
         self.batch_time = w.index("batch_time_ns")
         self.batch_size = w.index("batch_size")
+        # One read's latency is recorded once per order it carried: from this
+        # buffer, so a read allocates nothing.
+        self._latencies = np.zeros(4096, dtype=np.uint64)
         self.writer.heartbeat()
 
     def batch(
@@ -112,9 +115,14 @@ class DaemonTelemetry:
 
     def read(self, nbytes: int, orders: int, elapsed_ns: int) -> None:
         """One read handled: bytes in, and its latency once per order it carried."""
-        self.writer.add(self.idx["bytes_in"], nbytes)
-        if orders:
-            self.writer.record_many(self.latency, np.full(orders, elapsed_ns, dtype=np.uint64))
+        if nbytes:
+            self.writer.add(self.idx["bytes_in"], nbytes)
+        buf = self._latencies
+        while orders > 0:
+            n = min(orders, len(buf))
+            buf[:n] = elapsed_ns
+            self.writer.record_many(self.latency, buf[:n])
+            orders -= n
 
     def rejected(self, reason: int) -> None:
         """A refusal decided before the engine (gate, session or journal)."""

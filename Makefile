@@ -18,14 +18,14 @@ $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "setuptools>=77" "Cython>=3.0.11,<4" "numpy>=2.0" wheel
-	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,bench]"
 	@touch $@
 
 venv: $(STAMP)
 
 # System tools the tests use (from Debian): promtool checks /metrics, chromium renders the
-# telemetry dashboard. Installs only what is missing; silent when all is there.
-SYSDEPS := promtool:prometheus chromium:chromium
+# telemetry dashboard, shellcheck and systemd-analyze check the deploy kit. Installs only what is missing; silent when all is there.
+SYSDEPS := promtool:prometheus chromium:chromium shellcheck:shellcheck systemd-analyze:systemd
 sysdeps:
 	@missing=""; \
 	for dep in $(SYSDEPS); do \

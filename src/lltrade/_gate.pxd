@@ -151,5 +151,8 @@ cdef class OrderGate:
                                      CommandRecord* out) noexcept
     cdef void _finish(self, GateOrder* o, int32_t oi) noexcept
     cdef void _apply(self, const EventRecord* ev, Py_ssize_t n, int64_t* routes) noexcept
+    # recovery
+    cdef int32_t _position_index(self, int32_t ai, int32_t si) noexcept
+    cdef int _track(self, int32_t ai, int32_t si, int64_t engine_oid, uint8_t state) except -1
     # queries
     cdef list _live(self, GateSession* s)

@@ -16,7 +16,7 @@ which never fail, never allocate and touch no Python object.
 
 cimport cython
 cimport numpy as cnp
-from cpython.mem cimport PyMem_RawFree
+from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint8_t, uint16_t, uint64_t
 from libc.string cimport memset
 
@@ -272,11 +272,12 @@ cdef class OrderGate:
         return 0
 
     cdef int _reserve_new_order(self, GateSession* s) except -1:
-        """Room for one more order in the pool, the maps and the positions."""
+        """Room for one more order in the pool, the maps and the positions (``s`` may be NULL)."""
         if self.free_order == MAP_EMPTY:
             self._grow_orders(self.order_cap * 2)
         _map_reserve(&self.oid_map, self.oid_map.count + 1)
-        _map_reserve(&s.orders, s.orders.count + 1)
+        if s != NULL:
+            _map_reserve(&s.orders, s.orders.count + 1)
         if self.n_positions >= self.position_cap:
             self.positions = <int64_t*>_grow(self.positions, self.position_cap * 2,
                                              sizeof(int64_t))
@@ -860,6 +861,144 @@ cdef class OrderGate:
                     self._finish(o, oi)
             else:                         # ACCEPTED, REPLACED, REDUCED
                 o.state = ORDER_LIVE
+
+    # -------------------------------------------------------------------------
+    # Recovery: the risk state rebuilt from a snapshot and the journal
+    # -------------------------------------------------------------------------
+
+    cdef int32_t _position_index(self, int32_t ai, int32_t si) noexcept:
+        """The positions slot of (account, symbol), created at 0; room reserved by caller."""
+        cdef int64_t key = (<int64_t>ai << 32) | si
+        cdef int32_t pi = _map_get(&self.position_map, key)
+        if pi == MAP_EMPTY:
+            pi = <int32_t>self.n_positions
+            self.positions[pi] = 0
+            self.n_positions += 1
+            _map_put(&self.position_map, key, pi)
+        return pi
+
+    cdef int _track(self, int32_t ai, int32_t si, int64_t engine_oid, uint8_t state) except -1:
+        """Track an order that belongs to no session (slot -1): it counts and it fills."""
+        cdef int32_t oi
+        cdef GateOrder* o
+        if engine_oid < 1 or _map_get(&self.oid_map, engine_oid) != MAP_EMPTY:
+            return 0
+        self._reserve_new_order(NULL)
+        oi = self.free_order
+        o = &self.orders[oi]
+        self.free_order = o.next
+        o.engine_oid = <oid_t>engine_oid
+        o.cl_ord_id = 0
+        o.slot = -1
+        o.account = ai
+        o.symbol = si
+        o.position = self._position_index(ai, si)
+        o.next = MAP_EMPTY
+        o.state = state
+        self.n_orders += 1
+        self.accounts[ai].open_orders += 1
+        _map_put(&self.oid_map, o.engine_oid, oi)
+        if <uint64_t>engine_oid >= self.next_oid:
+            self.next_oid = <uint64_t>engine_oid + 1
+        return 0
+
+    def adopt(self, int64_t account_id, int64_t symbol_id, int64_t engine_order_id):
+        """Track a resting order restored from a snapshot, as an open order of no session.
+
+        It counts against the account's ``max_open_orders`` and its fills move
+        the account's position, but no session hears of it (its session ended
+        with the previous process); a MassCancel reaches it.  Returns False,
+        tracking nothing, when the account or symbol is not configured (the
+        order still rests in the book).
+        """
+        cdef int32_t ai = _map_get(&self.account_map, account_id)
+        cdef int32_t si = _map_get(&self.symbol_map, symbol_id)
+        if ai == MAP_EMPTY or si == MAP_EMPTY:
+            return False
+        self._flush()
+        self._track(ai, si, engine_order_id, ORDER_LIVE)
+        return True
+
+    def replay(self, cnp.ndarray commands, cnp.ndarray events, Py_ssize_t n_events):
+        """Account for a replayed batch: the commands one ``Engine.process`` consumed and
+        the events it wrote.
+
+        Every ``ADD`` is tracked as an order of no session (as :meth:`adopt`),
+        then the events are applied as :meth:`apply` does, so the positions,
+        the open-order counts and the next engine order id end as they were in
+        the live run (for the orders of configured accounts and symbols).
+        Returns the number of ``ADD`` commands of accounts or symbols the gate
+        does not know (not tracked).
+        """
+        cdef Py_ssize_t k, n_commands, untracked = 0
+        cdef const CommandRecord* c
+        cdef int32_t ai, si
+        cdef int64_t* routes
+        if (<object>cnp.PyArray_DESCR(commands) is not _COMMAND_DTYPE
+                and commands.dtype != _COMMAND_DTYPE):
+            raise TypeError(f"commands must have dtype lltrade.COMMAND_DTYPE, "
+                            f"got {commands.dtype}")
+        if cnp.PyArray_NDIM(commands) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(commands):
+            raise ValueError("commands must be a one-dimensional C-contiguous array")
+        if (<object>cnp.PyArray_DESCR(events) is not _EVENT_DTYPE
+                and events.dtype != _EVENT_DTYPE):
+            raise TypeError(f"events must have dtype lltrade.EVENT_DTYPE, got {events.dtype}")
+        if cnp.PyArray_NDIM(events) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(events):
+            raise ValueError("events must be a one-dimensional C-contiguous array")
+        if not (0 <= n_events <= cnp.PyArray_DIM(events, 0)):
+            raise ValueError(f"n_events must be in 0 .. {cnp.PyArray_DIM(events, 0)}, "
+                             f"got {n_events}")
+        self._flush()
+        n_commands = cnp.PyArray_DIM(commands, 0)
+        c = <const CommandRecord*>cnp.PyArray_DATA(commands)
+        for k in range(n_commands):
+            if c[k].op != OP_ADD:
+                continue
+            ai = _map_get(&self.account_map, c[k].account)
+            si = _map_get(&self.symbol_map, c[k].symbol)
+            if ai == MAP_EMPTY or si == MAP_EMPTY:
+                untracked += 1
+                continue
+            self._track(ai, si, c[k].order_id, ORDER_PENDING)
+        routes = <int64_t*>PyMem_RawMalloc(<size_t>max(n_events, 1) * 2 * sizeof(int64_t))
+        if routes == NULL:
+            raise MemoryError()
+        self._apply(<const EventRecord*>cnp.PyArray_DATA(events), n_events, routes)
+        PyMem_RawFree(routes)
+        self._flush()
+        return untracked
+
+    def set_position(self, int64_t account_id, int64_t symbol_id, int64_t qty):
+        """Set the account's net filled quantity in the symbol (from a snapshot)."""
+        cdef Py_ssize_t ai = self._account_index(account_id)
+        cdef Py_ssize_t si = self._symbol_index(symbol_id)
+        if self.n_positions >= self.position_cap:
+            self.positions = <int64_t*>_grow(self.positions, self.position_cap * 2,
+                                             sizeof(int64_t))
+            self.position_cap *= 2
+        _map_reserve(&self.position_map, self.n_positions + 1)
+        self.positions[self._position_index(<int32_t>ai, <int32_t>si)] = qty
+
+    def net_positions(self):
+        """Every non-zero position: ``[(account_id, symbol_id, qty), ...]``, sorted."""
+        cdef list out = []
+        cdef Py_ssize_t k
+        cdef int64_t key, qty
+        for k in range(<Py_ssize_t>self.position_map.mask + 1):
+            if self.position_map.slots[k].val == MAP_EMPTY:
+                continue
+            key = self.position_map.slots[k].key
+            qty = self.positions[self.position_map.slots[k].val]
+            if qty != 0:
+                out.append((self.accounts[key >> 32].id,
+                            self.symbols[key & 0xFFFFFFFF].id, qty))
+        out.sort()
+        return out
+
+    def skip_order_ids(self, int64_t first_free):
+        """Never assign an engine order id below ``first_free`` (ids used before a restart)."""
+        if first_free > 0 and <uint64_t>first_free > self.next_oid:
+            self.next_oid = <uint64_t>first_free
 
     # -------------------------------------------------------------------------
     # Queries

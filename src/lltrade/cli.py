@@ -138,6 +138,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="journal durability policy (journal.durability)",
     )
     run.add_argument(
+        "--allow-snapshot-fallback",
+        action="store_true",
+        help="if the newest snapshot is damaged, start from an older one and replay more "
+        "journal instead of refusing to start (journal.snapshot_fallback)",
+    )
+    run.add_argument(
         "--no-journal",
         action="store_true",
         help="run without a journal: nothing survives a restart (benchmarks only)",
@@ -328,6 +334,8 @@ def _run_daemon(args: argparse.Namespace) -> int:
     }
     if args.no_journal:
         journal["enabled"] = False
+    if args.allow_snapshot_fallback:
+        journal["snapshot_fallback"] = True
     try:
         config = msgspec.structs.replace(
             config,

@@ -152,6 +152,9 @@ class JournalConfig(_Section, frozen=True, kw_only=True):
     """Take a snapshot after this many commands (0: only at shutdown)."""
     keep_snapshots: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 2
     """Snapshots kept; journal segments older than the oldest kept one are deleted."""
+    snapshot_fallback: bool = False
+    """If the newest snapshot fails its checksum, start from an older one (and replay more
+    journal) instead of stopping; an operator's decision (``--allow-snapshot-fallback``)."""
 
 
 class TelemetryConfig(_Section, frozen=True, kw_only=True):

@@ -28,9 +28,9 @@ from lltrade.config import AccountConfig, Config, SymbolConfig, verify_secret
 from lltrade.journal import (
     JournalError,
     JournalWriter,
+    Snapshot,
     engine_snapshot,
     prune,
-    read_snapshot,
     recover,
     write_snapshot,
 )
@@ -127,12 +127,7 @@ class Daemon:
             )
             self.symbols[s.id] = s
             self.halted[s.id] = False
-        # Rebuild the books from the journal before anything else.
-        self.journal: JournalWriter | None = None
-        self.unavailable: str | None = None  #: why orders are refused (journal failure)
-        self.commands_since_snapshot = 0
-        next_oid, exec_id = self._recover() if config.journal.enabled else (1, 0)
-        self.gate = OrderGate(max_sessions=config.server.max_sessions, first_order_id=next_oid)
+        self.gate = OrderGate(max_sessions=config.server.max_sessions)
         for s in config.symbols:
             self.gate.add_symbol(
                 s.id,
@@ -146,6 +141,7 @@ class Daemon:
                 max_notional=s.limits.max_notional or 0,
             )
         self.accounts: dict[str, AccountConfig] = {a.name: a for a in config.accounts}
+        self._account_ids = {a.id for a in config.accounts}
         for a in config.accounts:
             self.gate.add_account(
                 a.id,
@@ -156,6 +152,11 @@ class Daemon:
                 msg_rate_per_s=a.limits.msg_rate_per_s,
                 msg_burst=a.limits.msg_rate_per_s,
             )
+        # Rebuild the books and the gate's risk state from the journal before anything else.
+        self.journal: JournalWriter | None = None
+        self.unavailable: str | None = None  #: why orders are refused (journal failure)
+        self.commands_since_snapshot = 0
+        exec_id = self._recover() if config.journal.enabled else 0
         self.reports = ReportEncoder(config.server.max_sessions)
         self.reports.exec_id = exec_id
         self.telemetry = (
@@ -199,6 +200,7 @@ class Daemon:
         self._interval_timer: asyncio.TimerHandle | None = None
         self.server: asyncio.AbstractServer | None = None
         self._stopping: asyncio.Event | None = None
+        self._stop_requested = False
         self._ticker: asyncio.TimerHandle | None = None
         self._busy: BusyPoll | None = None
 
@@ -206,33 +208,51 @@ class Daemon:
     # The journal: recovery, appends, durability, snapshots
     # =========================================================================
 
-    def _recover(self) -> tuple[int, int]:
-        """Rebuild the books (snapshot + journal); open the writer.
+    def _recover(self) -> int:
+        """Rebuild the books and the gate (snapshot + journal); open the writer.
 
-        Returns the next engine order id and the last execution id, so that
-        ids never repeat across restarts.  Orders of accounts with
-        cancel-on-disconnect lost their sessions in the restart: they are
-        cancelled here, through the journal like any other command.
+        The gate ends as it was: every resting order tracked (as an order of
+        no session: those sessions ended with the previous process) and
+        counted against its account's open orders, every position as the
+        fills left it, and the next engine order id past every id used.
+        Returns the last execution id, so that ids never repeat across
+        restarts.  Orders of accounts with cancel-on-disconnect lost their
+        sessions in the restart: :meth:`_cancel_orphans` cancels them, through
+        the journal like any other command.
         """
         cfg = self.config.journal
-        max_oid = 0
-        fills = 0
+        gate = self.gate
+        exec_id = 0
+        untracked = 0
 
-        def replayed(events: np.ndarray, first_command: int) -> None:
-            nonlocal max_oid, fills
+        def restored(snap: Snapshot) -> None:
+            nonlocal exec_id, untracked
+            extra = snap.extra
+            exec_id = int(extra.get("exec_id", 0))
+            gate.skip_order_ids(int(extra.get("next_order_id", 1)))
+            for account, symbol, qty in extra.get("positions", []):
+                if account in self._account_ids and symbol in self.symbols:
+                    gate.set_position(account, symbol, qty)
+            for sid in self.symbols:
+                for order_id, _side, _price, _qty, account, *_ in self.engine.book(sid).resting():
+                    untracked += not gate.adopt(account, sid, order_id)
+
+        def replayed(commands: np.ndarray, events: np.ndarray) -> None:
+            nonlocal exec_id, untracked
+            untracked += gate.replay(commands, events, len(events))
             kinds = events["kind"]
-            oids = events["order_id"]
-            if len(oids):
-                max_oid = max(max_oid, int(oids.max()))
-            fills += int(np.count_nonzero((kinds == _FILL) & (oids == events["taker_id"])))
+            taker = events["order_id"] == events["taker_id"]
+            exec_id += int(np.count_nonzero((kinds == _FILL) & taker))
+            if len(commands):
+                gate.skip_order_ids(int(commands["order_id"].max()) + 1)
 
-        recovery = recover(self.engine, cfg.dir, on_events=replayed)
-        extra = read_snapshot(recovery.snapshot).extra if recovery.snapshot else {}
-        next_oid = max(max_oid + 1, int(extra.get("next_order_id", 1)))
-        for book in map(self.engine.book, self.symbols):
-            for order_id, *_ in book.resting():
-                next_oid = max(next_oid, order_id + 1)
-        exec_id = int(extra.get("exec_id", 0)) + fills
+        recovery = recover(
+            self.engine,
+            cfg.dir,
+            allow_fallback=cfg.snapshot_fallback,
+            on_batch=replayed,
+            on_snapshot=restored,
+        )
         self.journal = JournalWriter(
             cfg.dir, cfg.durability, cfg.interval_ms, segment_bytes=cfg.segment_mb << 20
         )
@@ -245,12 +265,20 @@ class Daemon:
                 "commands": recovery.commands,
                 "seconds": round(recovery.seconds, 6),
                 "torn_tail": str(recovery.truncated_tail) if recovery.truncated_tail else None,
+                "open_orders": gate.order_count,
+                "positions": len(gate.net_positions()),
                 "state_hash": {
                     sid: f"{self.engine.book(sid).state_hash():016x}" for sid in self.symbols
                 },
             },
         )
-        return next_oid, exec_id
+        if untracked:
+            log.warning(
+                "orders of accounts or symbols no longer configured: they rest in the book "
+                "but count against no limit",
+                extra={"orders": untracked},
+            )
+        return exec_id
 
     def _cancel_orphans(self) -> None:
         """Cancel what cancel-on-disconnect accounts left resting before a restart."""
@@ -336,7 +364,11 @@ class Daemon:
         state = engine_snapshot(self.engine)
         stalled = time.perf_counter() - started
         seq = journal.last_seq
-        extra = {"next_order_id": self.gate.next_order_id, "exec_id": self.reports.exec_id}
+        extra = {
+            "next_order_id": self.gate.next_order_id,
+            "exec_id": self.reports.exec_id,
+            "positions": self.gate.net_positions(),
+        }
         path = write_snapshot(journal.directory, seq, state, extra)
         journal.append_snapshot_mark(seq, path)
         deleted = prune(journal.directory, seq, keep_snapshots=self.config.journal.keep_snapshots)
@@ -359,6 +391,8 @@ class Daemon:
         """Listen for clients (``host``/``port`` override the config)."""
         cfg = self.config.server
         self._stopping = asyncio.Event()
+        if self._stop_requested:  # a signal during start-up: stop once started
+            self._stopping.set()
         if self.journal is not None:
             self._cancel_orphans()
             if self.journal.durability == "interval":
@@ -380,7 +414,8 @@ class Daemon:
         return sockname[0], sockname[1]
 
     def request_stop(self) -> None:
-        """Begin a graceful stop (signal handlers call this)."""
+        """Begin a graceful stop (signal handlers call this, from start-up on)."""
+        self._stop_requested = True
         if self._stopping is not None:
             self._stopping.set()
 
@@ -888,8 +923,8 @@ def run_daemon(
     asyncio.set_event_loop(loop)
     daemon = Daemon(config, loop)
     try:
+        daemon.install_signal_handlers()  # before start: a SIGTERM while starting is kept
         loop.run_until_complete(daemon.start())
-        daemon.install_signal_handlers()
         if config.process.gc_freeze:
             freeze_gc()
         if ready is not None:

@@ -200,14 +200,15 @@ ORDER_DTYPE: Final = np.dtype(
     }
 )
 RECOVERY_HINT: Final = (
-    "to recover: restore the journal directory from a replica or backup, or move the "
-    "damaged file aside and restart from the newest snapshot with --recover-from-snapshot "
-    "(commands journaled after that snapshot are then lost); see docs/journal.md"
+    "to recover: restore the journal directory from a replica or backup, or, as a last "
+    "resort, move the damaged segment, every later segment and every later snapshot aside "
+    "and restart (commands journaled after the newest remaining snapshot are then lost); "
+    "see docs/journal.md"
 )
 SNAPSHOT_HINT: Final = (
     "to recover: restore the snapshot from a replica or backup, or allow falling back to "
-    "the previous snapshot (allow_fallback=True, --allow-snapshot-fallback), which "
-    "replays more of the journal; see docs/journal.md"
+    "the previous snapshot (lltrade run --allow-snapshot-fallback, or "
+    "journal.snapshot_fallback = true), which replays more of the journal; see docs/journal.md"
 )
 
 
@@ -1220,6 +1221,9 @@ class JournalReader:
 # -- replay ---------------------------------------------------------------------------------
 
 EventsCallback = Callable[[npt.NDArray[np.void], int], None]
+BatchCallback = Callable[[npt.NDArray[np.void], npt.NDArray[np.void]], None]
+"""``on_batch(commands, events)``: the commands one ``engine.process`` call consumed and
+the events it wrote (views valid only during the call)."""
 
 COALESCE_ROWS: Final = 4096
 """``replay`` gathers the rows of consecutive small ``COMMANDS`` records into one
@@ -1234,11 +1238,13 @@ class _Runner:
         engine: Engine,
         events: npt.NDArray[np.void] | None,
         on_events: EventsCallback | None,
+        on_batch: BatchCallback | None = None,
     ) -> None:
         self.process = engine.process
         self.engine = engine
         self.events = events if events is not None else np.zeros(1 << 16, dtype=EVENT_DTYPE)
         self.on_events = on_events
+        self.on_batch = on_batch
         self.commands = 0  # commands run so far
         self.pending: list[memoryview] = []  # rows of small records, not run yet
         self.pending_rows = 0
@@ -1260,6 +1266,8 @@ class _Runner:
                 continue
             if on_events is not None:
                 on_events(self.events[:written], self.commands + done)
+            if self.on_batch is not None:
+                self.on_batch(chunk[:consumed], self.events[:written])
             done += consumed
         self.commands += n
 
@@ -1286,6 +1294,7 @@ def replay(
     *,
     on_events: EventsCallback | None = None,
     events: npt.NDArray[np.void] | None = None,
+    on_batch: BatchCallback | None = None,
 ) -> tuple[int, int]:
     """Feed the journal's ``COMMANDS`` records after ``after_seq`` to ``engine.process``.
 
@@ -1313,6 +1322,10 @@ def replay(
         So command ``first_command + cmd`` of the replay caused each event.
     events
         The events buffer to use (grown on demand if too small for one command).
+    on_batch
+        Called as ``on_batch(commands, events)`` after each ``engine.process``
+        call with the commands it consumed and the events it wrote (the daemon
+        rebuilds its order gate's risk state from them).
 
     Returns
     -------
@@ -1326,7 +1339,7 @@ def replay(
     JournalError
         A record that changes state but whose type this lltrade does not know.
     """
-    runner = _Runner(engine, events, on_events)
+    runner = _Runner(engine, events, on_events, on_batch)
     records = 0
     expected = after_seq + 1
     commands_type = int(RecordType.COMMANDS)
@@ -1789,6 +1802,8 @@ def recover(
     allow_fallback: bool = False,
     repair: bool = True,
     on_events: EventsCallback | None = None,
+    on_batch: BatchCallback | None = None,
+    on_snapshot: Callable[[Snapshot], None] | None = None,
 ) -> Recovery:
     """Rebuild ``engine`` (fresh, empty books) from the newest valid snapshot and the journal.
 
@@ -1804,8 +1819,11 @@ def recover(
         See :func:`latest_snapshot`.
     repair
         Cut off a torn tail (False only reports it).
-    on_events
+    on_events, on_batch
         See :func:`replay`.
+    on_snapshot
+        Called with the snapshot restored (if any), before the journal after it
+        is replayed.
 
     Raises
     ------
@@ -1822,8 +1840,10 @@ def recover(
     if snap is not None:
         restore_engine(engine, snap.state)
         after = snap.seq
+        if on_snapshot is not None:
+            on_snapshot(snap)
     reader = JournalReader(directory, repair=repair)
-    records, commands = replay(engine, reader, after, on_events=on_events)
+    records, commands = replay(engine, reader, after, on_events=on_events, on_batch=on_batch)
     last = reader.last_seq if reader.last_seq is not None else after
     return Recovery(
         snap.path if snap else None,

@@ -19,8 +19,8 @@ import pytest
 
 from lltrade import Engine, Reason, Side
 from lltrade.config import default_config
-from lltrade.journal import list_segments, recover
-from lltrade.protocol import Cancelled, NewOrder, OrderAccepted, OrderRejected
+from lltrade.journal import JournalCorrupt, list_segments, recover
+from lltrade.protocol import Cancelled, Fill, NewOrder, OrderAccepted, OrderRejected
 
 from harness import RawClient, make_config, run_on, start_daemon
 
@@ -94,6 +94,133 @@ def test_restart_keeps_orders_cancels_orphans_and_never_reuses_ids() -> None:
     assert _offline_books(journal_dir)[DEMO] == at_stop  # replay gives the live book
 
 
+def _risk_config(journal_dir: str, **journal: Any) -> Any:
+    """admin (no cancel-on-disconnect) with tight open-order and position limits."""
+    cfg = _config(journal_dir, **journal)
+    accounts = tuple(
+        msgspec.structs.replace(
+            a,
+            limits=msgspec.structs.replace(a.limits, max_open_orders=5, max_position=10),
+        )
+        if a.name == "admin"
+        else a
+        for a in cfg.accounts
+    )
+    return msgspec.structs.replace(cfg, accounts=accounts)
+
+
+@pytest.mark.parametrize("snapshot_every", [0, 4], ids=["journal-only", "snapshot-mid"])
+def test_restart_rebuilds_positions_and_open_order_counts(snapshot_every: int) -> None:
+    """The gate's risk state after a crash equals the live one, and its limits still bind."""
+    journal_dir = tempfile.mkdtemp(prefix="lltrade-journal-")
+    ADMIN = 100
+    live: dict[str, Any] = {}
+
+    async def first_life() -> None:
+        h = await start_daemon(_risk_config(journal_dir, snapshot_every=snapshot_every))
+        admin, bob = await h.client("admin"), await h.client("bob")
+        admin.send(*[_order(admin, i, Side.BUY, 9_000 + i, 2) for i in (1, 2, 3)])
+        for _ in range(3):
+            await admin.expect(OrderAccepted)
+        # bob sells 3 into admin's best bids: admin is long 3, two bids left (one partly).
+        bob.send(NewOrder(bob.next_seq(), 1, DEMO, Side.SELL, 9_000, 3, 1, False, 0))
+        await bob.expect(Fill, lambda m: m.leaves_qty == 0)
+        admin.send(_order(admin, 4, Side.BUY, 8_000, 1))
+        await admin.expect(OrderAccepted)
+        gate = h.daemon.gate
+        live["positions"] = gate.net_positions()
+        live["open"] = gate.open_orders(ADMIN)
+        live["next_id"] = gate.next_order_id
+        assert bool(list(Path(journal_dir).glob("snapshot-*.llts"))) == bool(snapshot_every)
+        assert live["positions"] == [(2, DEMO, -3), (ADMIN, DEMO, 3)]  # bob is account 2
+        assert live["open"] == 3
+        assert h.daemon.journal is not None
+        h.daemon.journal.close()  # a crash: no final snapshot
+        h.daemon.journal = None
+        await h.close()
+
+    async def second_life() -> None:
+        h = await start_daemon(_risk_config(journal_dir))
+        gate = h.daemon.gate
+        assert gate.net_positions() == live["positions"]
+        assert gate.open_orders(ADMIN) == live["open"]
+        assert gate.next_order_id >= live["next_id"]
+        admin, bob = await h.client("admin"), await h.client("bob")
+        # Position 3, limit 10: a buy of 8 would make 11.
+        admin.send(_order(admin, 1, Side.BUY, 8_500, 8))
+        rejected = await admin.expect(OrderRejected)
+        assert rejected.reason == Reason.MAX_POSITION
+        # Open orders 3, limit 5: two more fit, the third does not.
+        admin.send(*[_order(admin, i, Side.BUY, 8_500 + i, 1) for i in (2, 3, 4)])
+        await admin.expect(OrderAccepted)
+        await admin.expect(OrderAccepted)
+        rejected = await admin.expect(OrderRejected)
+        assert rejected.reason == Reason.MAX_OPEN_ORDERS
+        # A fill of an order from before the restart still moves the position.
+        bob.send(NewOrder(bob.next_seq(), 1, DEMO, Side.SELL, 9_001, 1, 1, False, 0))
+        await bob.expect(Fill, lambda m: m.leaves_qty == 0)
+        assert gate.position(ADMIN, DEMO) == 4
+        assert gate.open_orders(ADMIN) == 4  # the 9_002 bid had 1 left: now it is done
+        await h.close()
+
+    async def run() -> None:
+        await first_life()
+        await second_life()
+
+    run_on("uvloop", run)
+
+
+def test_damaged_newest_snapshot_stops_start_up_unless_fallback_is_allowed() -> None:
+    journal_dir = tempfile.mkdtemp(prefix="lltrade-journal-")
+
+    async def scenario() -> None:
+        h = await start_daemon(_config(journal_dir, snapshot_every=3))
+        admin = await h.client("admin")
+        for i in range(1, 10):
+            admin.send(_order(admin, i, Side.BUY, 9_000 + i, 1))
+            await admin.expect(OrderAccepted)
+        live = h.daemon.engine.book(DEMO).resting()
+        assert h.daemon.journal is not None
+        h.daemon.journal.close()  # a crash: no final snapshot
+        h.daemon.journal = None
+        await h.close()
+        snapshots = sorted(Path(journal_dir).glob("snapshot-*.llts"))
+        assert len(snapshots) == 2  # keep_snapshots
+        with open(snapshots[-1], "r+b") as f:
+            f.seek(80)
+            byte = f.read(1)
+            f.seek(80)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        with pytest.raises(JournalCorrupt, match="--allow-snapshot-fallback"):
+            await start_daemon(_config(journal_dir))
+        h2 = await start_daemon(_config(journal_dir, snapshot_fallback=True))
+        assert h2.daemon.engine.book(DEMO).resting() == live
+        h2.daemon.journal.close()  # type: ignore[union-attr]
+        h2.daemon.journal = None  # no new snapshot: the damaged one stays the newest
+        await h2.close()
+
+    run_on("uvloop", scenario)
+    # The same through `lltrade run`: a clear error and exit 1, then the operator's flag.
+    refused = subprocess.run(
+        [sys.executable, "-m", "lltrade", "run", "--port", "0", "--journal-dir", journal_dir],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1
+    assert "snapshot checksum mismatch" in refused.stderr
+    assert "--allow-snapshot-fallback" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    proc, _address, recovered = _spawn(journal_dir, "--allow-snapshot-fallback")
+    try:
+        assert recovered["snapshot"] is not None and recovered["records"] > 0
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
 def test_torn_tail_is_cut_and_the_rest_recovered() -> None:
     journal_dir = tempfile.mkdtemp(prefix="lltrade-journal-")
 
@@ -152,7 +279,9 @@ def test_full_disk_refuses_orders_and_acknowledges_nothing_unjournaled(
 # -- kill -9 of a real daemon process, many times ------------------------------------
 
 
-def _spawn(journal_dir: str) -> tuple[subprocess.Popen[str], tuple[str, int], dict[str, Any]]:
+def _spawn(
+    journal_dir: str, *extra: str
+) -> tuple[subprocess.Popen[str], tuple[str, int], dict[str, Any]]:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -165,6 +294,9 @@ def _spawn(journal_dir: str) -> tuple[subprocess.Popen[str], tuple[str, int], di
             journal_dir,
             "--durability",
             "none",
+            "--telemetry-name",
+            f"lltrade-test-recovery-{os.getpid()}",
+            *extra,
         ],
         stderr=subprocess.PIPE,
         text=True,

@@ -1555,3 +1555,103 @@ def run_stream(seed: int, messages: int) -> dict[int, int]:
     assert gate._map_sizes() == (0, 0, 0), seed
     assert all(gate.open_orders(a) == 0 for a in (1, 2, 3))
     return counts
+
+
+# -- recovery: the risk state rebuilt from the journal's commands and events --------------
+
+
+def _risk_state(gate: OrderGate) -> tuple[Any, ...]:
+    return (
+        gate.net_positions(),
+        [gate.open_orders(a) for a in (1, 2, 100)],
+        gate.next_order_id,
+        gate.order_count,
+    )
+
+
+@pytest.mark.parametrize("snapshot_at", [None, 40], ids=["journal-only", "snapshot-mid"])
+def test_replay_rebuilds_the_live_risk_state(snapshot_at: int | None) -> None:
+    """Replaying each batch's commands and events (after adopting a snapshot's resting
+    orders and positions) leaves the positions, open-order counts and next id as live."""
+    rng = random.Random(7)
+    h = Harness()
+    h.gate.add_account(3, **ROOMY, msg_rate_per_s=1_000, msg_burst=1_000)
+    h.gate.open_session(4, 3)
+    batches: list[tuple[np.ndarray, np.ndarray]] = []
+    snapshot: tuple[list[tuple[int, int, int]], dict[int, list[tuple[int, ...]]]] | None = None
+    cl = dict.fromkeys(range(5), 0)
+    for b in range(80):
+        if b == snapshot_at:
+            books = {sid: h.engine.book(sid).resting() for sid in (1, 2)}
+            snapshot = (h.gate.net_positions(), books)
+            batches.clear()
+        for _ in range(rng.randint(1, 6)):
+            slot = rng.choice([0, 1, 2, 4])
+            live = [c for c, *_ in h.gate.live_orders(slot)]
+            if live and rng.random() < 0.3:
+                h.send(slot, cancel(rng.choice(live)))
+                continue
+            cl[slot] += 1
+            side = rng.choice([BUY, SELL])
+            tif = rng.choice([TIF.GTC, TIF.GTC, TIF.IOC])
+            price = 1_000 + rng.randint(-5, 5)
+            h.send(slot, new(cl[slot], side, price, rng.randint(1, 9), tif=tif))
+        commands = h.cmds[: h.k].copy()
+        n = h.engine.process(commands, h.events)
+        h.gate.apply(h.events, n, h.routes)
+        h.k = 0
+        batches.append((commands, h.events[:n].copy()))
+    live_state = _risk_state(h.gate)
+    assert live_state[0], "the stream made positions"
+
+    rebuilt = make_gate()
+    rebuilt.add_account(3, **ROOMY, msg_rate_per_s=1_000, msg_burst=1_000)
+    if snapshot is not None:
+        positions, books = snapshot
+        for account, symbol, qty in positions:
+            rebuilt.set_position(account, symbol, qty)
+        for sid, resting in books.items():
+            for order_id, _side, _price, _qty, account, *_ in resting:
+                assert rebuilt.adopt(account, sid, order_id)
+    for commands, events in batches:
+        assert rebuilt.replay(commands, events, len(events)) == 0
+    assert _risk_state(rebuilt) == live_state
+
+
+def test_replay_and_adopt_skip_unknown_accounts_and_symbols() -> None:
+    engine = make_engine()
+    cmds = np.zeros(2, dtype=lltrade.COMMAND_DTYPE)
+    cmds["op"] = Op.ADD
+    cmds["order_id"] = [5, 6]
+    cmds["symbol"] = [1, 1]
+    cmds["account"] = [1, 77]  # 77: not configured
+    cmds["side"] = BUY
+    cmds["price"] = 1_000
+    cmds["qty"] = 1
+    events = np.zeros(16, dtype=lltrade.EVENT_DTYPE)
+    n = engine.process(cmds, events)
+    gate = make_gate()
+    assert gate.replay(cmds, events, n) == 1
+    assert gate.open_orders(1) == 1
+    assert gate.next_order_id == 6  # past the tracked order; the daemon skips the rest
+    gate.skip_order_ids(7)
+    assert gate.next_order_id == 7
+    gate.skip_order_ids(3)  # never backwards
+    assert gate.next_order_id == 7
+    assert not gate.adopt(77, 1, 9)
+    assert not gate.adopt(1, 9, 9)
+    assert gate.adopt(1, 1, 9)
+    assert gate.open_orders(1) == 2
+    assert gate.adopt(1, 1, 9)  # the same order again counts once
+    assert gate.open_orders(1) == 2
+
+
+def test_set_position_and_net_positions() -> None:
+    gate = make_gate()
+    gate.set_position(2, 1, -40)
+    gate.set_position(1, 2, 15)
+    gate.set_position(100, 1, 0)
+    assert gate.net_positions() == [(1, 2, 15), (2, 1, -40)]
+    assert gate.position(2, 1) == -40
+    with pytest.raises(ValueError, match="unknown account_id 9"):
+        gate.set_position(9, 1, 1)

@@ -13,6 +13,12 @@ collector off:
 * the ``def`` wrappers called from Python (``add``, ``record``), as a Python
   caller pays them, loop included;
 * ``record_many`` per value, for a batch recorded at once;
+* the daemon's own order path (``lltrade.metrics.DaemonTelemetry``, whose
+  ``batch`` and ``read`` are ``OrderPathTelemetry``'s C methods): per order,
+  the calls the daemon makes for a read carrying one order (one engine call
+  with its ACCEPTED and LEVEL events, one read) and for a read carrying 64
+  orders (one engine call of 64 commands and 128 events, one read), called
+  from a Python loop whose own cost is printed beside it;
 * one ``TelemetryReader.snapshot()`` of the same file, for scale.
 
 "One order" is the updates an order needs: three counter adds and one
@@ -40,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from lltrade import EVENT_DTYPE, EventKind
 from lltrade._telemetry import (
     TelemetryError,
     TelemetryReader,
@@ -48,6 +55,7 @@ from lltrade._telemetry import (
     bench_order,
     bench_record,
 )
+from lltrade.metrics import DaemonTelemetry
 
 METRICS = [
     ("counter", "orders_in", "Orders received.", ""),
@@ -79,6 +87,41 @@ def busy_reader(path: str, stop: Any, done: Any) -> None:
         except TelemetryError:
             busy += 1
     done.put((ok, busy))
+
+
+def daemon_order_path(path: str, py_n: int, repeats: int) -> list[tuple[str, float]]:
+    """ns per order of the daemon's telemetry calls, for 1-order and 64-order reads."""
+    tel = DaemonTelemetry(path, {1: "DEMO"})
+    rows = []
+    try:
+        batch, read = tel.batch, tel.read
+        for orders in (1, 64):
+            events = np.zeros(2 * orders, dtype=EVENT_DTYPE)
+            events["kind"][0::2] = EventKind.ACCEPTED
+            events["kind"][1::2] = EventKind.LEVEL
+            reads = py_n // orders
+
+            def calls(
+                events: np.ndarray = events, orders: int = orders, reads: int = reads
+            ) -> None:
+                n_events = len(events)
+                for i in range(reads):
+                    batch(events, n_events, orders, 900 + (i & 0xFF))
+                    read(orders, 1_500 + (i & 0xFF))
+
+            def loop_alone(reads: int = reads) -> None:
+                for i in range(reads):
+                    900 + (i & 0xFF)
+                    1_500 + (i & 0xFF)
+
+            n = reads * orders
+            rows.append(
+                (f"daemon order path, {orders}-order reads, per order", best_ns(calls, n, repeats))
+            )
+            rows.append(("  Python loop alone (included above)", best_ns(loop_alone, n, repeats)))
+    finally:
+        tel.close()
+    return rows
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -136,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             py_rec = best_ns(py_record, py_n, repeats)
             py_ord = best_ns(py_order, py_n, repeats)
             many = best_ns(lambda: writer.record_many(hist, values), py_n, repeats)
+            daemon_rows = daemon_order_path(os.path.join(tmp, "lltrade-daemon"), py_n, repeats)
         finally:
             gc.enable()
             stop.set()
@@ -161,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("def one order: 3 x add + record", py_ord),
         ("  Python loop alone (included above)", py_base),
         ("def record_many, per value", many),
+        *daemon_rows,
         ("reader snapshot() (5 metrics), per call", snap),
     ]
     for label, ns in rows:

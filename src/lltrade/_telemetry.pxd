@@ -224,6 +224,18 @@ cdef inline void tel_put(TelHist* h, uint64_t v) noexcept nogil:
     ll_store_relaxed_u64(&h.buckets[b], h.buckets[b] + 1)
 
 
+cdef inline void tel_put_n(TelHist* h, uint64_t v, uint64_t n) noexcept nogil:
+    """Add ``v`` to ``h`` ``n`` times (``n`` >= 1); only between ``tel_begin`` and ``tel_end``."""
+    cdef uint32_t b = tel_bucket(v)
+    ll_store_relaxed_u64(&h.count, h.count + n)
+    ll_store_relaxed_u64(&h.sum, h.sum + v * n)
+    if v < h.min:
+        ll_store_relaxed_u64(&h.min, v)
+    if v > h.max:
+        ll_store_relaxed_u64(&h.max, v)
+    ll_store_relaxed_u64(&h.buckets[b], h.buckets[b] + n)
+
+
 cdef inline void tel_end(TelHist* h, uint64_t seq) noexcept nogil:
     """Close the update opened by ``tel_begin``: publish everything with an even sequence."""
     ll_store_release_u64(&h.seq, seq + 2)

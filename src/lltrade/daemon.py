@@ -168,7 +168,9 @@ class Daemon:
         )
         self.bytes_in = 0  #: totals; the tick publishes what changed
         self.bytes_out = 0
-        self._published_bytes = (0, 0)
+        self.journal_bytes = 0
+        # Published so far: bytes in, out, journal records (of this process), journal bytes.
+        self._published = (0, 0, self.journal.last_seq if self.journal is not None else 0, 0)
         self._orders_this_read = 0
         self.market = MarketData(self)
         self.sessions: set[Session] = set()
@@ -283,6 +285,8 @@ class Daemon:
     def _cancel_orphans(self) -> None:
         """Cancel what cancel-on-disconnect accounts left resting before a restart."""
         for account in (a.id for a in self.config.accounts if a.cancel_on_disconnect):
+            if self.gate.open_orders(account) == 0:
+                continue  # nothing of it rests: nothing to journal
             for symbol in self.symbols:
                 self._add_command(Op.MASS_CANCEL, symbol, account=account, reason=Reason.DISCONNECT)
         self._flush_engine()
@@ -297,8 +301,7 @@ class Daemon:
             self._journal_failed(str(exc), rows)
             return False
         self.commands_since_snapshot += len(rows)
-        if self.telemetry is not None:
-            self.telemetry.add("journal_bytes", rows.nbytes)  # command payload bytes
+        self.journal_bytes += rows.nbytes  # command payload bytes; the tick publishes them
         return True
 
     def _journal_failed(self, why: str, rows: np.ndarray) -> None:
@@ -564,7 +567,7 @@ class Daemon:
         elapsed = time.perf_counter_ns() - started
         self.read_to_write.record(elapsed)
         if self.telemetry is not None:
-            self.telemetry.read(0, self._orders_this_read, elapsed)
+            self.telemetry.read(self._orders_this_read, elapsed)
         self._orders_this_read = 0
 
     def _frame_error(self, session: Session, err: FrameError) -> None:
@@ -727,8 +730,6 @@ class Daemon:
         if not self._journal_batch(self.commands[:n]):
             return  # refused with UNAVAILABLE: nothing was applied
         self.stats["commands"] += n
-        if self.telemetry is not None and self.journal is not None:
-            self.telemetry.add("journal_records")
         done = 0
         while done < n:
             started = time.perf_counter_ns()
@@ -743,10 +744,7 @@ class Daemon:
             consumed = self.engine.commands_processed
             if self.telemetry is not None:
                 self.telemetry.batch(
-                    consumed,
-                    self.events["kind"][:n_events],
-                    self.events["reason"][:n_events],
-                    time.perf_counter_ns() - started,
+                    self.events, n_events, consumed, time.perf_counter_ns() - started
                 )
             self.gate.apply(self.events, n_events, self.routes)
             self.reports.encode(self.events, n_events, self.routes, self.ref_seqs, done)
@@ -897,10 +895,17 @@ class Daemon:
         tel = self.telemetry
         if tel is None:
             return
-        seen_in, seen_out = self._published_bytes
-        tel.add("bytes_in", self.bytes_in - seen_in)
-        tel.add("bytes_out", self.bytes_out - seen_out)
-        self._published_bytes = (self.bytes_in, self.bytes_out)
+        records = self.journal.last_seq if self.journal is not None else self._published[2]
+        now = (self.bytes_in, self.bytes_out, records, self.journal_bytes)
+        for name, value, seen in zip(
+            ("bytes_in", "bytes_out", "journal_records", "journal_bytes"),
+            now,
+            self._published,
+            strict=True,
+        ):
+            if value > seen:
+                tel.add(name, value - seen)
+        self._published = now
         best = {}
         open_orders = 0
         for sid in self.symbols:
@@ -922,14 +927,20 @@ def run_daemon(
     loop = new_event_loop(use_uvloop)
     asyncio.set_event_loop(loop)
     daemon = Daemon(config, loop)
-    try:
+
+    async def serve() -> None:
+        # One run of the loop from start to stop: uvloop delivers signals only while it
+        # runs, so a SIGTERM right after "listening" must not fall between two runs.
         daemon.install_signal_handlers()  # before start: a SIGTERM while starting is kept
-        loop.run_until_complete(daemon.start())
+        await daemon.start()
         if config.process.gc_freeze:
             freeze_gc()
         if ready is not None:
             ready()
-        loop.run_until_complete(daemon.wait_stopped())
+        await daemon.wait_stopped()
+
+    try:
+        loop.run_until_complete(serve())
     finally:
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()

@@ -1,8 +1,10 @@
 """The daemon's telemetry: its metric set and how the daemon feeds it.
 
 The shared-memory writer (``lltrade._telemetry``, docs/telemetry.md) is
-updated once per batch and once per read, never per event from Python; the
-gauges and the heartbeat are refreshed by the daemon's 100 ms tick.  The
+updated by :class:`~lltrade._telemetry.OrderPathTelemetry` in C: one call per
+engine call and one per read, never per event from Python; the gauges, the
+byte and journal counters and the heartbeat are refreshed by the daemon's
+100 ms tick.  The
 sidecar exporter (``lltrade-telemetry``) reads the file; nothing here ever
 waits for it.
 """
@@ -12,10 +14,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-import numpy as np
-
-from lltrade._telemetry import TelemetryWriter, default_path
-from lltrade.enums import EventKind, Reason
+from lltrade._telemetry import OrderPathTelemetry, TelemetryWriter, default_path
+from lltrade.enums import Reason
 from lltrade.protocol import SessionReason
 
 _COUNTERS = (
@@ -36,7 +36,6 @@ _HISTOGRAMS = (
     ("batch_time_ns", "Engine batch processing time"),
     ("batch_size", "Commands per engine batch"),
 )
-_KINDS = len(EventKind) + 1
 # Every reason an order message can be refused with, one counter each.
 _REJECT_REASONS = [r for r in Reason if 1 <= r < 20 or 40 <= r < 60] + [SessionReason.RATE_LIMITED]
 
@@ -74,9 +73,9 @@ class DaemonTelemetry:
         self.writer = TelemetryWriter(path, metrics)
         w = self.writer
         self.idx = {n: w.index(n) for n, _ in _COUNTERS}
-        self.by_reason = np.full(1 << 16, -1, dtype=np.int64)
-        for reason in _REJECT_REASONS:
-            self.by_reason[int(reason)] = w.index(f'orders_rejected{{reason="{reason.name}"}}')
+        by_reason = {
+            int(r): w.index(f'orders_rejected{{reason="{r.name}"}}') for r in _REJECT_REASONS
+        }
         self.open_orders = w.index("open_orders")
         self.sessions = w.index("sessions")
         self.best = {
@@ -86,50 +85,19 @@ class DaemonTelemetry:
             )
             for sid, sym in symbols.items()
         }
-        self.latency = w.index("order_latency_ns")
-        self.batch_time = w.index("batch_time_ns")
-        self.batch_size = w.index("batch_size")
-        # One read's latency is recorded once per order it carried: from this
-        # buffer, so a read allocates nothing.
-        self._latencies = np.zeros(4096, dtype=np.uint64)
+        order_path = OrderPathTelemetry(
+            w,
+            self.idx,
+            by_reason,
+            latency=w.index("order_latency_ns"),
+            batch_time=w.index("batch_time_ns"),
+            batch_size=w.index("batch_size"),
+        )
+        # The order path calls these C methods directly (no Python frame between).
+        self.batch = order_path.batch  #: (events, n, n_commands, elapsed_ns), per engine call
+        self.read = order_path.read  #: (orders, elapsed_ns), per read: latency once per order
+        self.rejected = order_path.refused  #: (reason), a refusal before the engine
         self.writer.heartbeat()
-
-    def batch(
-        self, n_commands: int, kinds: np.ndarray, reasons: np.ndarray, elapsed_ns: int
-    ) -> None:
-        """One engine batch: its size, time and what its events were."""
-        w, idx = self.writer, self.idx
-        counts = np.bincount(kinds, minlength=_KINDS)
-        if counts[EventKind.REJECTED]:
-            for reason in reasons[kinds == EventKind.REJECTED]:
-                slot = int(self.by_reason[reason])
-                if slot >= 0:
-                    w.add(slot)
-        w.add(idx["orders_in"], n_commands)
-        w.add(idx["orders_accepted"], int(counts[EventKind.ACCEPTED]))
-        w.add(idx["orders_rejected"], int(counts[EventKind.REJECTED]))
-        w.add(idx["fills"], int(counts[EventKind.FILL]))
-        w.add(idx["cancels"], int(counts[EventKind.CANCELLED]))
-        w.record(self.batch_time, elapsed_ns)
-        w.record(self.batch_size, n_commands)
-
-    def read(self, nbytes: int, orders: int, elapsed_ns: int) -> None:
-        """One read handled: bytes in, and its latency once per order it carried."""
-        if nbytes:
-            self.writer.add(self.idx["bytes_in"], nbytes)
-        buf = self._latencies
-        while orders > 0:
-            n = min(orders, len(buf))
-            buf[:n] = elapsed_ns
-            self.writer.record_many(self.latency, buf[:n])
-            orders -= n
-
-    def rejected(self, reason: int) -> None:
-        """A refusal decided before the engine (gate, session or journal)."""
-        self.writer.add(self.idx["orders_rejected"])
-        slot = int(self.by_reason[reason])
-        if slot >= 0:
-            self.writer.add(slot)
 
     def add(self, name: str, v: int = 1) -> None:
         self.writer.add(self.idx[name], v)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lltrade import Reason, Side
+from lltrade import COMMAND_DTYPE, Reason, Side
 from lltrade._telemetry import TelemetryReader, default_path
 from lltrade.protocol import Fill, NewOrder, OrderAccepted, OrderRejected
 
@@ -30,9 +30,13 @@ def test_counters_histograms_and_gauges_follow_the_trading(loop_kind: str) -> No
         assert c["orders_accepted"] == 2 and c["fills"] == 2
         assert c['orders_rejected{reason="PRICE_COLLAR"}'] == 1 and c["orders_rejected"] == 1
         assert c["sessions_opened"] == 2 and c["bytes_in"] > 0 and c["bytes_out"] > 0
+        assert c["orders_in"] == 2  # commands the engine ran (the collar reject never got there)
+        assert c["journal_records"] >= 2 and c["journal_bytes"] == 2 * COMMAND_DTYPE.itemsize
         assert g["open_orders"] == 1 and g["sessions"] == 2
         assert g['best_bid{symbol="DEMO"}'] == 10_000
-        assert snap["histograms"]["order_latency_ns"]["count"] >= 2  # admitted orders
+        hists = snap["histograms"]
+        assert hists["order_latency_ns"]["count"] == 2  # one per admitted order
+        assert hists["batch_size"]["count"] == 2 and hists["batch_size"]["sum"] == 2
         assert reader.heartbeat_age_s() < 5
         reader.close()
         await h.close()

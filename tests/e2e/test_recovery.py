@@ -371,3 +371,19 @@ def _hash_of(books: dict[int, list[tuple[int, ...]]], symbol: int) -> str:
     for order_id, side, price, qty, account, stp, post_only in books[symbol]:
         book.add(order_id, side, price, qty, account=account, stp=stp, post_only=bool(post_only))
     return f"{book.state_hash():016x}"
+
+
+def test_sigterm_right_after_listening_stops_the_daemon() -> None:
+    """A stop request that arrives as soon as the daemon listens is never lost."""
+    journal_dir = tempfile.mkdtemp(prefix="lltrade-journal-")
+    for _ in range(5):
+        proc, _address, _recovered = _spawn(journal_dir)
+        proc.terminate()
+        try:
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            assert proc.stderr is not None
+            proc.stderr.close()

@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from lltrade import EVENT_DTYPE, EventKind
 from lltrade._telemetry import (
     LAYOUT_VERSION,
     MAGIC,
     MAX_EXPONENT,
     N_BUCKETS,
     SUB_BUCKET_BITS,
+    OrderPathTelemetry,
     TelemetryError,
     TelemetryReader,
     TelemetryWriter,
@@ -526,6 +528,93 @@ def test_a_file_being_replaced_is_never_seen_half_made(path: Path) -> None:
     assert result["n_errors"] == 0, result
     assert result["opened"] > 100 and created > 100, (result, created)
     assert os.listdir(path.parent) == [path.name]
+
+
+# -- the daemon's order-path updates (OrderPathTelemetry) ---------------------------------------
+
+PATH_METRICS = [
+    ("counter", name, "", "")
+    for name in ("orders_in", "orders_accepted", "orders_rejected", "fills", "cancels")
+] + [
+    ("counter", 'orders_rejected{reason="PRICE_COLLAR"}', "", 'reason="PRICE_COLLAR"'),
+    ("counter", 'orders_rejected{reason="RATE_LIMITED"}', "", 'reason="RATE_LIMITED"'),
+    ("gauge", "open_orders", "", ""),
+    ("histogram", "order_latency_ns", "", ""),
+    ("histogram", "batch_time_ns", "", ""),
+    ("histogram", "batch_size", "", ""),
+]
+
+
+def _order_path(path: Path) -> tuple[TelemetryWriter, OrderPathTelemetry]:
+    w = TelemetryWriter(path, PATH_METRICS)
+    counters = {n: w.index(n) for n in ("orders_in", "orders_accepted", "orders_rejected")}
+    counters |= {"fills": w.index("fills"), "cancels": w.index("cancels")}
+    by_reason = {
+        40: w.index('orders_rejected{reason="PRICE_COLLAR"}'),
+        65: w.index('orders_rejected{reason="RATE_LIMITED"}'),
+    }
+    hists = {
+        "latency": w.index("order_latency_ns"),
+        "batch_time": w.index("batch_time_ns"),
+        "batch_size": w.index("batch_size"),
+    }
+    return w, OrderPathTelemetry(w, counters, by_reason, **hists)
+
+
+def test_order_path_counts_events_reasons_batches_and_reads(path: Path) -> None:
+    w, tel = _order_path(path)
+    kinds = [EventKind.ACCEPTED, EventKind.FILL, EventKind.FILL, EventKind.LEVEL]
+    kinds += [EventKind.REJECTED, EventKind.REJECTED, EventKind.REJECTED, EventKind.CANCELLED]
+    events = np.zeros(16, dtype=EVENT_DTYPE)
+    events["kind"][: len(kinds)] = kinds
+    events["reason"][4:7] = [40, 3, 999]  # a counted reason, an uncounted one, off the table
+    events["kind"][len(kinds) :] = EventKind.ACCEPTED  # beyond n: not counted
+    tel.batch(events, len(kinds), 5, 1_500)
+    tel.read(4, 2_000)
+    tel.read(0, 9_999)  # a read that carried no order records nothing
+    tel.refused(65)
+    tel.refused(40)
+    tel.refused(7)  # counted in the total only
+    snap = TelemetryReader(path).snapshot()
+    c, hs = snap["counters"], snap["histograms"]
+    assert (c["orders_in"], c["orders_accepted"], c["fills"], c["cancels"]) == (5, 1, 2, 1)
+    assert c["orders_rejected"] == 3 + 3
+    assert c['orders_rejected{reason="PRICE_COLLAR"}'] == 2
+    assert c['orders_rejected{reason="RATE_LIMITED"}'] == 1
+    latency = hs["order_latency_ns"]
+    assert (latency["count"], latency["sum"], latency["min"], latency["max"]) == (
+        4,
+        8_000,
+        2_000,
+        2_000,
+    )
+    assert (hs["batch_time_ns"]["count"], hs["batch_time_ns"]["sum"]) == (1, 1_500)
+    assert (hs["batch_size"]["count"], hs["batch_size"]["sum"]) == (1, 5)
+    w.close()
+    tel.batch(events, 1, 1, 1)  # after close: nothing happens, nothing crashes
+    tel.read(1, 1)
+    tel.refused(40)
+
+
+def test_order_path_argument_errors(path: Path) -> None:
+    w, tel = _order_path(path)
+    events = np.zeros(4, dtype=EVENT_DTYPE)
+    with pytest.raises(ValueError, match="at least n rows"):
+        tel.batch(events, 5, 1, 1)
+    with pytest.raises(ValueError, match="at least n rows"):
+        tel.batch(np.zeros(4, dtype=np.int64), 1, 1, 1)
+    counters = {n: 0 for n in ("orders_in", "orders_accepted", "orders_rejected", "fills")}
+    with pytest.raises(KeyError, match="cancels"):
+        OrderPathTelemetry(w, counters, {}, latency=0, batch_time=1, batch_size=2)
+    counters["cancels"] = w.index("open_orders")  # a gauge
+    with pytest.raises(ValueError, match="not a counter"):
+        OrderPathTelemetry(w, counters, {}, latency=0, batch_time=1, batch_size=2)
+    counters["cancels"] = w.index("cancels")
+    with pytest.raises(ValueError, match=r"outside 0 \.\. 255"):
+        OrderPathTelemetry(w, counters, {300: 0}, latency=0, batch_time=1, batch_size=2)
+    with pytest.raises(IndexError, match="not a histogram index"):
+        OrderPathTelemetry(w, counters, {}, latency=0, batch_time=1, batch_size=9)
+    w.close()
 
 
 # -- the hot path is plain C ------------------------------------------------------------------

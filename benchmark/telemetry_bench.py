@@ -13,12 +13,12 @@ collector off:
 * the ``def`` wrappers called from Python (``add``, ``record``), as a Python
   caller pays them, loop included;
 * ``record_many`` per value, for a batch recorded at once;
-* the daemon's own order path (``lltrade.metrics.DaemonTelemetry``, whose
-  ``batch`` and ``read`` are ``OrderPathTelemetry``'s C methods): per order,
-  the calls the daemon makes for a read carrying one order (one engine call
-  with its ACCEPTED and LEVEL events, one read) and for a read carrying 64
-  orders (one engine call of 64 commands and 128 events, one read), called
-  from a Python loop whose own cost is printed beside it;
+* what telemetry adds to the daemon's order path, per order: for a read
+  carrying one order (one engine call with its ACCEPTED and LEVEL events) and
+  for one carrying 64 (128 events), ``ReportEncoder.encode`` with the
+  telemetry attached (it counts the events in C) plus ``DaemonTelemetry.read``,
+  minus ``encode`` without telemetry: the medians of ``--repeats`` interleaved
+  runs (target: <= 50 ns per order);
 * one ``TelemetryReader.snapshot()`` of the same file, for scale.
 
 "One order" is the updates an order needs: three counter adds and one
@@ -38,6 +38,7 @@ import argparse
 import gc
 import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -47,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from lltrade import EVENT_DTYPE, EventKind
+from lltrade._reports import ReportEncoder
 from lltrade._telemetry import (
     TelemetryError,
     TelemetryReader,
@@ -90,36 +92,53 @@ def busy_reader(path: str, stop: Any, done: Any) -> None:
 
 
 def daemon_order_path(path: str, py_n: int, repeats: int) -> list[tuple[str, float]]:
-    """ns per order of the daemon's telemetry calls, for 1-order and 64-order reads."""
+    """ns per order the daemon's telemetry adds to its order path, for 1- and 64-order reads.
+
+    The daemon's calls per read, as it makes them: ``ReportEncoder.encode`` of the engine
+    call's events (which counts them in C with the telemetry attached) and
+    ``DaemonTelemetry.read``.  Timed with the telemetry attached and without it (encode
+    alone, no read call), interleaved; the cost is the difference of the medians.
+    """
     tel = DaemonTelemetry(path, {1: "DEMO"})
+    reports = ReportEncoder(4)
     rows = []
     try:
-        batch, read = tel.batch, tel.read
+        read = tel.read
         for orders in (1, 64):
             events = np.zeros(2 * orders, dtype=EVENT_DTYPE)
             events["kind"][0::2] = EventKind.ACCEPTED
             events["kind"][1::2] = EventKind.LEVEL
+            routes = np.full((len(events), 2), -1, dtype=np.int64)  # nobody: nothing encoded
+            refs = np.zeros(orders, dtype=np.int64)
             reads = py_n // orders
 
-            def calls(
-                events: np.ndarray = events, orders: int = orders, reads: int = reads
+            args = (events, len(events), routes, refs, 0, orders)
+            lat = [1_500 + (i & 0xFF) for i in range(reads)]
+
+            def with_telemetry(
+                a: tuple[Any, ...] = args, m: int = reads, lat: list[int] = lat
             ) -> None:
-                n_events = len(events)
-                for i in range(reads):
-                    batch(events, n_events, orders, 900 + (i & 0xFF))
-                    read(orders, 1_500 + (i & 0xFF))
+                enc, k = reports.encode, a[5]
+                for i in range(m):
+                    enc(*a, 900)
+                    read(k, lat[i])
 
-            def loop_alone(reads: int = reads) -> None:
-                for i in range(reads):
-                    900 + (i & 0xFF)
-                    1_500 + (i & 0xFF)
+            def without(a: tuple[Any, ...] = args, m: int = reads, lat: list[int] = lat) -> None:
+                enc, k = reports.encode, a[5]
+                for i in range(m):
+                    enc(*a, 900)
+                    k + lat[i]  # the read's arguments, without the call
 
-            n = reads * orders
-            rows.append(
-                (f"daemon order path, {orders}-order reads, per order", best_ns(calls, n, repeats))
-            )
-            rows.append(("  Python loop alone (included above)", best_ns(loop_alone, n, repeats)))
+            on, off = [], []
+            for _ in range(repeats):
+                reports.attach_telemetry(tel.order_path)
+                on.append(best_ns(with_telemetry, reads * orders, 1))
+                reports.attach_telemetry(None)
+                off.append(best_ns(without, reads * orders, 1))
+            cost = statistics.median(on) - statistics.median(off)
+            rows.append((f"daemon telemetry, {orders}-order reads, per order", cost))
     finally:
+        reports.attach_telemetry(None)
         tel.close()
     return rows
 

@@ -5,6 +5,8 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
+from lltrade._telemetry import OrderPathTelemetry
+
 class ReportEncoder:
     exec_id: int
     @property
@@ -33,4 +35,7 @@ class ReportEncoder:
         routes: npt.NDArray[np.int64],
         ref_seqs: npt.NDArray[np.int64],
         cmd_offset: int = 0,
+        n_commands: int = 0,
+        batch_ns: int = 0,
     ) -> None: ...
+    def attach_telemetry(self, telemetry: OrderPathTelemetry | None) -> None: ...

@@ -49,6 +49,7 @@ from lltrade._book cimport (
     EV_REPLACED,
     EventRecord,
 )
+from lltrade._telemetry cimport OrderPathTelemetry
 from lltrade._cmap cimport I64Map, MAP_EMPTY, _grow, _map_free, _map_get, _map_init, _map_put, _map_reserve
 
 import msgspec
@@ -250,6 +251,7 @@ cdef class ReportEncoder:
         Py_ssize_t n_subs
         Py_ssize_t subs_cap
         uint64_t _exec_id
+        OrderPathTelemetry tel                 # counts each encoded batch; None = off
         bytes _names                           # encoded reason texts, back to back
         const uint8_t* names
         uint32_t* name_off                     # per code < n_names: offset in _names
@@ -475,8 +477,13 @@ cdef class ReportEncoder:
 
     # -- events ------------------------------------------------------------------
 
+    def attach_telemetry(self, OrderPathTelemetry telemetry):
+        """Count every batch :meth:`encode` handles in ``telemetry`` (None: stop)."""
+        self.tel = telemetry
+
     def encode(self, cnp.ndarray events, Py_ssize_t n, cnp.ndarray routes,
-               cnp.ndarray ref_seqs, Py_ssize_t cmd_offset=0):
+               cnp.ndarray ref_seqs, Py_ssize_t cmd_offset=0, Py_ssize_t n_commands=0,
+               uint64_t batch_ns=0):
         """Encode ``events[:n]`` into the slots' buffers, as ``Daemon._dispatch`` does.
 
         Parameters
@@ -494,6 +501,10 @@ cdef class ReportEncoder:
             ``OrderRejected.ref_seq`` is ``ref_seqs[cmd_offset + event.cmd]``.
         cmd_offset : int
             Index in ``ref_seqs`` of the batch's command 0.
+        n_commands, batch_ns : int
+            With a telemetry attached (:meth:`attach_telemetry`): the commands
+            the engine call consumed and its time, recorded with the counts of
+            the events by kind and reject reason (``OrderPathTelemetry.batch``).
 
         Notes
         -----
@@ -543,6 +554,8 @@ cdef class ReportEncoder:
                                  f"({self.max_sessions})")
             raise IndexError(f"event {bad}: REJECTED of command {ev[bad].cmd} needs "
                              f"ref_seqs[{cmd_offset + ev[bad].cmd}], ref_seqs has {n_refs}")
+        if self.tel is not None:
+            self.tel.count_batch(ev, n, n_commands, batch_ns)
         if self._encode(ev, n, rt, <const int64_t*>cnp.PyArray_DATA(ref_seqs), cmd_offset) < 0:
             raise MemoryError("out of memory growing a session's output buffer")
 

@@ -20,6 +20,8 @@ with no call and no Python object.  Indexes come from
 cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
+from lltrade._book cimport EventRecord
+
 cdef extern from "include/lltrade_atomic.h" nogil:
     const bint LL_DEBUG            # 1 in the debug builds: the hot path asserts its indexes
     uint64_t ll_load_acquire_u64(const uint64_t* p)
@@ -136,6 +138,22 @@ cdef class TelemetryWriter:
                            size_t hist_offset, list specs) except -1
     cdef int _check(self, Py_ssize_t idx, int kind) except -1
     cdef void _unmap(self) noexcept
+
+
+cdef enum:
+    REASON_SLOTS = 256             # reject reasons are < 100; larger ones count in the total only
+
+
+@cython.final
+cdef class OrderPathTelemetry:
+    cdef:
+        TelemetryWriter w
+        int orders_in, accepted, rejected, fills, cancels
+        int latency, batch_time, batch_size
+        int by_reason[REASON_SLOTS]    # reject reason -> counter index; -1 = none
+
+    cdef void count_batch(self, const EventRecord* ev, Py_ssize_t n, Py_ssize_t n_commands,
+                          uint64_t elapsed_ns) noexcept
 
 
 @cython.final

@@ -16,13 +16,7 @@ from libc.stdint cimport UINT64_MAX, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 cimport numpy as cnp
 
-from lltrade._book cimport (
-    EV_ACCEPTED,
-    EV_CANCELLED,
-    EV_FILL,
-    EV_REJECTED,
-    EventRecord,
-)
+from lltrade._book cimport EV_ACCEPTED, EV_CANCELLED, EV_FILL, EV_REJECTED
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
 
 import errno as _errno
@@ -837,8 +831,6 @@ cdef tuple _parse(const char* p, size_t size, str path):
 # The daemon's order path
 # =============================================================================
 
-DEF REASON_SLOTS = 256            # reasons are < 100; larger ones are counted in total only
-
 
 @cython.final
 cdef class OrderPathTelemetry:
@@ -862,11 +854,6 @@ cdef class OrderPathTelemetry:
     latency, batch_time, batch_size : int
         Histogram indexes.
     """
-
-    cdef TelemetryWriter w
-    cdef int orders_in, accepted, rejected, fills, cancels
-    cdef int latency, batch_time, batch_size
-    cdef int by_reason[REASON_SLOTS]
 
     def __cinit__(self, TelemetryWriter writer not None, dict counters, dict by_reason, *,
                   int latency, int batch_time, int batch_size):
@@ -894,17 +881,25 @@ cdef class OrderPathTelemetry:
 
     def batch(self, cnp.ndarray events, Py_ssize_t n, Py_ssize_t n_commands,
               uint64_t elapsed_ns):
-        """One engine call: ``n_commands`` consumed, ``events[:n]`` written, in ``elapsed_ns``."""
-        cdef const EventRecord* ev
-        cdef Py_ssize_t k
-        cdef uint64_t accepted = 0, rejected = 0, fills = 0, cancels = 0
-        cdef TelemetryWriter w = self.w
+        """One engine call: ``n_commands`` consumed, ``events[:n]`` written, in ``elapsed_ns``.
+
+        ``ReportEncoder.encode`` does the same in C when the telemetry is
+        attached to it (the daemon's way: no call of its own).
+        """
         if cnp.PyArray_ITEMSIZE(events) != sizeof(EventRecord) or not (
                 0 <= n <= cnp.PyArray_SIZE(events)):
             raise ValueError("events must be an EVENT_DTYPE array of at least n rows")
+        self.count_batch(<const EventRecord*>cnp.PyArray_DATA(events), n, n_commands, elapsed_ns)
+
+    cdef void count_batch(self, const EventRecord* ev, Py_ssize_t n, Py_ssize_t n_commands,
+                          uint64_t elapsed_ns) noexcept:
+        """Count ``ev[:n]`` by kind and reject reason; with ``n_commands`` > 0 also the
+        commands, the batch's time and its size."""
+        cdef Py_ssize_t k
+        cdef uint64_t accepted = 0, rejected = 0, fills = 0, cancels = 0
+        cdef TelemetryWriter w = self.w
         if w.base == NULL:
             return
-        ev = <const EventRecord*>cnp.PyArray_DATA(events)
         for k in range(n):
             if ev[k].kind == EV_ACCEPTED:
                 accepted += 1
@@ -916,7 +911,6 @@ cdef class OrderPathTelemetry:
                 rejected += 1
                 if ev[k].reason < REASON_SLOTS and self.by_reason[ev[k].reason] >= 0:
                     tel_add(w, self.by_reason[ev[k].reason], 1)
-        tel_add(w, self.orders_in, <uint64_t>n_commands)
         if accepted:
             tel_add(w, self.accepted, accepted)
         if rejected:
@@ -925,8 +919,10 @@ cdef class OrderPathTelemetry:
             tel_add(w, self.fills, fills)
         if cancels:
             tel_add(w, self.cancels, cancels)
-        tel_record(w, self.batch_time, elapsed_ns)
-        tel_record(w, self.batch_size, <uint64_t>n_commands)
+        if n_commands > 0:
+            tel_add(w, self.orders_in, <uint64_t>n_commands)
+            tel_record(w, self.batch_time, elapsed_ns)
+            tel_record(w, self.batch_size, <uint64_t>n_commands)
 
     def read(self, Py_ssize_t orders, uint64_t elapsed_ns):
         """One read handled in ``elapsed_ns``: its latency, counted once per order it carried."""

@@ -166,6 +166,8 @@ class Daemon:
             if config.telemetry.enabled
             else None
         )
+        if self.telemetry is not None:
+            self.reports.attach_telemetry(self.telemetry.order_path)
         self.bytes_in = 0  #: totals; the tick publishes what changed
         self.bytes_out = 0
         self.journal_bytes = 0
@@ -449,6 +451,7 @@ class Daemon:
             self.journal.close()
             self.journal = None
         if self.telemetry is not None:
+            self.reports.attach_telemetry(None)
             self.telemetry.close()
             self.telemetry = None
         log.info("stopped", extra={**self.stats, "read_to_write_ns": self.read_to_write.summary()})
@@ -742,12 +745,12 @@ class Daemon:
                 self.routes = np.zeros((len(self.events), 2), dtype=np.int64)
                 continue
             consumed = self.engine.commands_processed
-            if self.telemetry is not None:
-                self.telemetry.batch(
-                    self.events, n_events, consumed, time.perf_counter_ns() - started
-                )
+            elapsed = time.perf_counter_ns() - started
             self.gate.apply(self.events, n_events, self.routes)
-            self.reports.encode(self.events, n_events, self.routes, self.ref_seqs, done)
+            # Encodes the answers and, with telemetry on, counts the batch in C.
+            self.reports.encode(
+                self.events, n_events, self.routes, self.ref_seqs, done, consumed, elapsed
+            )
             done += consumed
         every = self.config.journal.snapshot_every
         if every and self.commands_since_snapshot >= every:

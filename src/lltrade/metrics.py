@@ -85,7 +85,7 @@ class DaemonTelemetry:
             )
             for sid, sym in symbols.items()
         }
-        order_path = OrderPathTelemetry(
+        self.order_path = order_path = OrderPathTelemetry(
             w,
             self.idx,
             by_reason,
@@ -93,7 +93,8 @@ class DaemonTelemetry:
             batch_time=w.index("batch_time_ns"),
             batch_size=w.index("batch_size"),
         )
-        # The order path calls these C methods directly (no Python frame between).
+        # The order path calls these C methods directly (no Python frame between); the
+        # daemon attaches order_path to its ReportEncoder, which counts each batch in C.
         self.batch = order_path.batch  #: (events, n, n_commands, elapsed_ns), per engine call
         self.read = order_path.read  #: (orders, elapsed_ns), per read: latency once per order
         self.rejected = order_path.refused  #: (reason), a refusal before the engine

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from lltrade import EVENT_DTYPE, EventKind
+from lltrade._reports import ReportEncoder
 from lltrade._telemetry import (
     LAYOUT_VERSION,
     MAGIC,
@@ -594,6 +595,29 @@ def test_order_path_counts_events_reasons_batches_and_reads(path: Path) -> None:
     tel.batch(events, 1, 1, 1)  # after close: nothing happens, nothing crashes
     tel.read(1, 1)
     tel.refused(40)
+
+
+def test_report_encoder_counts_each_batch_it_encodes(path: Path) -> None:
+    """The daemon's way: ReportEncoder.encode counts in C what OrderPathTelemetry.batch does."""
+    w, tel = _order_path(path)
+    reports = ReportEncoder(4)
+    reports.attach_telemetry(tel)
+    events = np.zeros(4, dtype=EVENT_DTYPE)
+    events["kind"] = [EventKind.ACCEPTED, EventKind.FILL, EventKind.REJECTED, EventKind.LEVEL]
+    events["reason"][2] = 40
+    routes = np.full((4, 2), -1, dtype=np.int64)  # nobody hears them: only counted
+    ref_seqs = np.zeros(4, dtype=np.int64)
+    reports.encode(events, 4, routes, ref_seqs, 0, 3, 700)
+    reports.encode(events, 3, routes, ref_seqs)  # no commands: events counted, no batch
+    reports.attach_telemetry(None)
+    reports.encode(events, 4, routes, ref_seqs, 0, 3, 700)  # detached: nothing
+    snap = TelemetryReader(path).snapshot()
+    c, hs = snap["counters"], snap["histograms"]
+    assert (c["orders_in"], c["orders_accepted"], c["fills"], c["orders_rejected"]) == (3, 2, 2, 2)
+    assert c['orders_rejected{reason="PRICE_COLLAR"}'] == 2
+    assert (hs["batch_time_ns"]["count"], hs["batch_time_ns"]["sum"]) == (1, 700)
+    assert (hs["batch_size"]["count"], hs["batch_size"]["sum"]) == (1, 3)
+    w.close()
 
 
 def test_order_path_argument_errors(path: Path) -> None:

@@ -659,6 +659,7 @@ PY_API = re.compile(r"\bPy(Object|Number|Long|Err|List|Tuple|Dict)_\w+|\bPy_(X?I
         "tel_record",
         "tel_heartbeat",
         "15TelemetryReader__copy_hist",
+        "18OrderPathTelemetry_count_batch",
     ],
 )
 def test_hot_path_has_no_python_api(name: str) -> None:

@@ -119,6 +119,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lltrade._book import COMMAND_DTYPE, EVENT_DTYPE, Engine
+from lltrade._records import frame_commands
 from lltrade.enums import EventKind, Op
 
 if TYPE_CHECKING:
@@ -614,22 +615,29 @@ class JournalWriter:
         """
         if self._failed is not None:
             raise JournalError(self._failed)
-        if rows.dtype != COMMAND_DTYPE or rows.ndim != 1:
+        if (rows.dtype is not COMMAND_DTYPE and rows.dtype != COMMAND_DTYPE) or rows.ndim != 1:
             raise TypeError(
                 f"rows must be a 1-d array of lltrade.COMMAND_DTYPE, got {rows.dtype} "
                 f"with {rows.ndim} dimensions"
             )
-        if not rows.flags.c_contiguous:
-            rows = np.ascontiguousarray(rows)
-        nbytes = rows.nbytes
-        length = COMMANDS_PREFIX_SIZE + nbytes
-        total = RECORD_HEADER_SIZE + length  # rows are 56 bytes: already 8-aligned
+        total = RECORD_HEADER_SIZE + COMMANDS_PREFIX_SIZE + len(rows) * ROW_SIZE
         if total > len(self._buf):
             self._grow(total)
-        _COMMANDS_PREFIX.pack_into(self._buf, RECORD_HEADER_SIZE, recv_ns, len(rows), ROW_SIZE)
-        start = RECORD_HEADER_SIZE + COMMANDS_PREFIX_SIZE
-        self._view[start : start + nbytes] = rows.data.cast("B")
-        return self._commit(RecordType.COMMANDS, FLAG_STATE, length, total)
+        seq = self._last_seq + 1
+        if self._offset + total > self._segment_bytes and self._segment_records:
+            self._rotate(seq)
+        # The whole record (header, prefix, rows, both CRCs) is framed in C.
+        try:
+            frame_commands(self._buf, rows, seq, recv_ns)
+        except ValueError:  # not C-contiguous
+            frame_commands(self._buf, np.ascontiguousarray(rows), seq, recv_ns)
+        self._write(self._view[:total], seq)
+        self._offset += total
+        self._segment_records += 1
+        self._last_seq = seq
+        if self._sync_each:
+            self.sync()
+        return seq
 
     def append_session(self, event: dict[str, Any]) -> int:
         """Append a session event (log on, log off, ...) as JSON, for the audit trail.

@@ -960,3 +960,40 @@ def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert code == 2 and "expected an action" in err
     code, out, _ = cli(capsys, "journal", "inspect", str(tmp_path))
     assert code == 0 and "0 segments, 0 records (no records)" in out
+
+
+def test_c_framing_of_commands_records_matches_the_documented_layout() -> None:
+    """_records.frame_commands gives the bytes struct + zlib.crc32 give (docs/journal.md)."""
+    import struct
+    import zlib
+
+    from lltrade._records import frame_commands
+
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 7, 300):
+        rows = np.zeros(n, dtype=COMMAND_DTYPE)
+        raw = rows.view(np.uint8).reshape(-1)
+        raw[:] = rng.integers(0, 256, raw.size, dtype=np.uint8)
+        payload = struct.pack("<qII", -5, n, COMMAND_DTYPE.itemsize) + rows.tobytes()
+        head = struct.pack("<IHHQ", len(payload), 1, 1, 2**40 + n)
+        header_crc = zlib.crc32(head)
+        expected = head + struct.pack("<II", header_crc, zlib.crc32(payload, header_crc))
+        expected += payload
+        buf = bytearray(len(expected) + 9)
+        assert frame_commands(buf, rows, 2**40 + n, -5) == len(expected)
+        assert bytes(buf[: len(expected)]) == expected
+    with pytest.raises(ValueError, match="needs"):
+        frame_commands(bytearray(10), np.zeros(1, dtype=COMMAND_DTYPE), 1, 0)
+    with pytest.raises(TypeError, match="COMMAND_DTYPE"):
+        frame_commands(bytearray(100), np.zeros(3, dtype=np.int64), 1, 0)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        frame_commands(bytearray(1000), np.zeros(4, dtype=COMMAND_DTYPE)[::2], 1, 0)
+
+
+def test_append_commands_takes_non_contiguous_rows(tmp_path: Path) -> None:
+    rows = np.zeros(6, dtype=COMMAND_DTYPE)
+    rows["order_id"] = np.arange(6)
+    with JournalWriter(tmp_path, "none") as writer:
+        writer.append_commands(rows[::2], 7)
+    (record,) = list(JournalReader(tmp_path).records())
+    assert list(record.commands()["order_id"]) == [0, 2, 4]

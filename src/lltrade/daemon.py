@@ -62,6 +62,7 @@ from lltrade.protocol import (
     reason_name,
 )
 from lltrade.runtime import BusyPoll
+from lltrade.sdnotify import Notifier
 from lltrade.session import Session
 
 log = logging.getLogger("lltrade.daemon")
@@ -205,6 +206,7 @@ class Daemon:
         self.server: asyncio.AbstractServer | None = None
         self._stopping: asyncio.Event | None = None
         self._stop_requested = False
+        self.notifier = Notifier()  #: systemd's Type=notify and watchdog; no-op without systemd
         self._ticker: asyncio.TimerHandle | None = None
         self._busy: BusyPoll | None = None
 
@@ -431,6 +433,7 @@ class Daemon:
 
     async def stop(self) -> None:
         """Stop accepting, end every session (cancel-on-disconnect applies), close."""
+        self.notifier.stopping("stopping: ending sessions, writing a snapshot")
         if self.server is not None:
             self.server.close()
         for session in list(self.sessions):
@@ -455,6 +458,7 @@ class Daemon:
             self.telemetry.close()
             self.telemetry = None
         log.info("stopped", extra={**self.stats, "read_to_write_ns": self.read_to_write.summary()})
+        self.notifier.close()
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -876,7 +880,8 @@ class Daemon:
                 self.end_session(session, SessionReason.SLOW_CONSUMER, "slow consumer", abort=True)
 
     def _tick(self) -> None:
-        """Heartbeats for quiet sessions; disconnect silent ones."""
+        """Heartbeats for quiet sessions; disconnect silent ones; systemd's watchdog."""
+        self.notifier.watchdog()  # a loop that stops turning stops these: systemd restarts it
         now = self.loop.time()
         cfg = self.config.server
         heartbeat = cfg.heartbeat_ms / 1000
@@ -940,6 +945,9 @@ def run_daemon(
             freeze_gc()
         if ready is not None:
             ready()
+        host, port = daemon.address
+        # Type=notify: `systemctl start` returns only now, after recovery and listen.
+        daemon.notifier.ready(f"listening on {host}:{port}")
         await daemon.wait_stopped()
 
     try:

@@ -19,7 +19,9 @@ from lltrade.protocol import Cancelled, Disconnect, NewOrder, OrderAccepted, Ses
 from harness import LOOPS, RawClient
 
 
-def _start(*args: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
+def _start(
+    *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], tuple[str, int]]:
     journal = tempfile.mkdtemp(prefix="lltrade-journal-")
     proc = subprocess.Popen(
         [
@@ -37,6 +39,7 @@ def _start(*args: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
         ],
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     assert proc.stderr is not None
     for line in proc.stderr:  # JSON log lines; the first tells where it listens
@@ -102,3 +105,35 @@ def test_missing_config_file_is_one_clear_line() -> None:
     )
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "/nonexistent/lltrade.toml" in out.stderr
+
+
+def test_systemd_notify_ready_watchdog_and_stopping(tmp_path: Path) -> None:
+    """Under Type=notify: READY=1 once listening, WATCHDOG=1 from the tick, STOPPING=1."""
+    import socket
+
+    address = str(tmp_path / "notify")
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    manager.bind(address)
+    manager.settimeout(10)
+    env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"}
+    proc, (host, port) = _start(env=env)
+    try:
+        got: list[str] = []
+
+        def until(key: str) -> None:
+            while not any(m.startswith(key) for m in got):
+                got.extend(manager.recv(4096).decode().split("\n"))
+
+        until("READY=1")
+        assert f"STATUS=listening on {host}:{port}" in got
+        until("WATCHDOG=1")  # every 100 ms (half of WATCHDOG_USEC)
+        proc.send_signal(signal.SIGTERM)
+        until("STOPPING=1")
+        assert proc.wait(20) == 0
+    finally:
+        manager.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()

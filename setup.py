@@ -61,7 +61,7 @@ extensions = [
         libraries=["z"] if name == "_records" else [],
     )
     # _gate cimports _book's records and _cmap's map (both .pxd, resolved by cythonize).
-    for name in ("_book", "_gate", "_reports", "_telemetry", "_records")
+    for name in ("_book", "_gate", "_reports", "_telemetry", "_records", "_inbound")
 ]
 
 setup(

@@ -142,6 +142,8 @@ cdef class OrderGate:
     cdef int _grow_orders(self, Py_ssize_t new_cap) except -1
     cdef int _reserve_new_order(self, GateSession* s) except -1
     cdef void _flush(self) noexcept
+    cdef int _admit_msg(self, GateSession* s, int32_t slot, const OrderMsg* m, int64_t now_ns,
+                        CommandRecord* out) except -1
     # the per-message path: never fails, never allocates, no Python objects
     cdef uint16_t _admit_new(self, GateSession* s, int32_t slot, const OrderMsg* m,
                              int64_t now_ns, CommandRecord* out) noexcept

@@ -583,7 +583,6 @@ cdef class OrderGate:
         cdef OrderMsg m
         cdef Py_ssize_t need = 1
         cdef CommandRecord* out
-        cdef uint16_t r
         if self.retired != MAP_EMPTY:
             self._flush()
         self.rows_written = 0
@@ -620,18 +619,22 @@ cdef class OrderGate:
             raise TypeError(f"msg must be a NewOrder, Cancel, Replace, Reduce or MassCancel, "
                             f"got {t.__name__}")
         out = _command_rows(commands, i, need)
+        return self._admit_msg(s, <int32_t>slot, &m, now_ns, out)
+
+    cdef int _admit_msg(self, GateSession* s, int32_t slot, const OrderMsg* m, int64_t now_ns,
+                        CommandRecord* out) except -1:
+        """:meth:`admit` once the message is C values and ``out`` has room (the daemon's
+        C read path, ``lltrade._inbound``, calls this directly).  0 or a reason."""
         if not s.is_open:
             return SR_NOT_LOGGED_ON
         if m.op == OP_ADD:
             if self.next_oid > <uint64_t>INT64_MAX:
                 raise OverflowError("engine order ids are exhausted (2**63 - 1 used)")
             self._reserve_new_order(s)
-            r = self._admit_new(s, <int32_t>slot, &m, now_ns, out)
-        elif m.op == OP_MASS_CANCEL:
-            r = self._admit_mass_cancel(s, &m, now_ns, out)
-        else:
-            r = self._admit_change(s, &m, now_ns, out)
-        return r
+            return self._admit_new(s, slot, m, now_ns, out)
+        if m.op == OP_MASS_CANCEL:
+            return self._admit_mass_cancel(s, m, now_ns, out)
+        return self._admit_change(s, m, now_ns, out)
 
     cdef uint16_t _admit_new(self, GateSession* s, int32_t slot, const OrderMsg* m,
                              int64_t now_ns, CommandRecord* out) noexcept:

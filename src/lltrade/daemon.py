@@ -23,6 +23,10 @@ import numpy as np
 
 from lltrade import COMMAND_DTYPE, EVENT_DTYPE, Engine, EventKind, Op, Reason
 from lltrade._gate import OrderGate
+from lltrade._inbound import END as INBOUND_END
+from lltrade._inbound import FULL as INBOUND_FULL
+from lltrade._inbound import REJECT as INBOUND_REJECT
+from lltrade._inbound import admit_frames
 from lltrade._reports import ReportEncoder
 from lltrade.config import AccountConfig, Config, SymbolConfig, verify_secret
 from lltrade.journal import (
@@ -537,11 +541,83 @@ class Daemon:
     # Inbound: one read's frames
     # =========================================================================
 
-    def on_messages(self, session: Session, batch: list[ClientMessage | FrameError]) -> None:
-        """Handle every frame of one read, in order, then write the answers."""
+    def on_read(self, session: Session) -> None:
+        """Handle the frames a logged-on session's read completed, then write the answers.
+
+        Order messages go through the C read path (``lltrade._inbound``:
+        decode, sequence check, gate, command row, no Python object per
+        message); it hands each frame it does not take whole (another message
+        type, anything msgspec must judge, a sequence gap) back one at a time
+        to the msgspec path of :meth:`on_messages`, and each gate reject to
+        :meth:`_refused`, so the answers come in the order of the frames.
+        """
         started = time.perf_counter_ns()
-        now = self.loop.time()
-        session.last_in = now
+        session.last_in = self.loop.time()
+        reader = session.reader
+        now_ns = time.monotonic_ns()
+        while True:
+            if (
+                session.account is None
+                or session.logging_on
+                or session.closing
+                or self.unavailable is not None
+            ):
+                rest = reader.buffer_updated(0, [])  # held, refused or closing: the plain path
+                if rest:
+                    self._handle(session, rest)
+                break
+            first_seq = session.in_seq
+            status, reader._start, session.in_seq, n, reason, cl_ord_id = admit_frames(
+                self.gate,
+                session.slot,
+                reader._buf,
+                reader._start,
+                reader._end,
+                reader._max_frame,
+                first_seq,
+                now_ns,
+                self.commands,
+                self.n_commands,
+                self.ref_seqs,
+            )
+            self.stats["messages_in"] += session.in_seq - first_seq
+            self._orders_this_read += n - self.n_commands
+            self.n_commands = n
+            if status == INBOUND_END:
+                break
+            if status == INBOUND_FULL:
+                self._flush_engine()
+            elif status == INBOUND_REJECT:
+                self._flush_engine()  # answer in order: what came before it goes first
+                self._refused(session, session.in_seq, cl_ord_id, reason)
+            else:  # INBOUND_SLOW: one frame through msgspec
+                msg = reader.next_message()
+                if msg is None:
+                    break
+                self._handle(session, [msg])
+                if session.closing:
+                    break
+        self._end_read(started)
+
+    def on_messages(self, session: Session, batch: list[ClientMessage | FrameError]) -> None:
+        """Handle decoded frames (a session before logon, or frames held during a logon)."""
+        started = time.perf_counter_ns()
+        session.last_in = self.loop.time()
+        self._handle(session, batch)
+        self._end_read(started)
+
+    def _end_read(self, started: int) -> None:
+        """Run what the read queued, write every answer, record the read's latency."""
+        self._flush_engine()
+        self._flush_output()
+        elapsed = time.perf_counter_ns() - started
+        self.read_to_write.record(elapsed)
+        if self.telemetry is not None:
+            self.telemetry.read(self._orders_this_read, elapsed)
+        self._orders_this_read = 0
+
+    def _handle(self, session: Session, batch: list[ClientMessage | FrameError]) -> None:
+        """Handle decoded frames in order (the msgspec path)."""
         self.stats["messages_in"] += len(batch)
         for i, msg in enumerate(batch):
             if session.closing:
@@ -569,13 +645,6 @@ class Daemon:
             else:
                 self._flush_engine()
                 self._session_message(session, msg)
-        self._flush_engine()
-        self._flush_output()
-        elapsed = time.perf_counter_ns() - started
-        self.read_to_write.record(elapsed)
-        if self.telemetry is not None:
-            self.telemetry.read(self._orders_this_read, elapsed)
-        self._orders_this_read = 0
 
     def _frame_error(self, session: Session, err: FrameError) -> None:
         self.stats["malformed"] += 1
@@ -691,16 +760,18 @@ class Daemon:
             return
         # Answer in order: what came before this message goes first.
         self._flush_engine()
+        self._refused(session, msg.seq, msg.cl_ord_id, reason)
+
+    def _refused(self, session: Session, ref_seq: int, cl_ord_id: int, reason: int) -> None:
+        """Answer an order message the gate refused."""
         if self.telemetry is not None:
             self.telemetry.rejected(reason)
         if reason == SessionReason.RATE_LIMITED:
-            self._send(session, Reject(session.next_seq(), msg.seq, reason, "message rate limit"))
+            self._send(session, Reject(session.next_seq(), ref_seq, reason, "message rate limit"))
         else:
             self._send(
                 session,
-                OrderRejected(
-                    session.next_seq(), msg.seq, msg.cl_ord_id, reason, reason_name(reason)
-                ),
+                OrderRejected(session.next_seq(), ref_seq, cl_ord_id, reason, reason_name(reason)),
             )
 
     def _add_command(

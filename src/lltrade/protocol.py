@@ -660,6 +660,22 @@ class FrameReader(Generic[M]):
             self._parse(out)
         return out
 
+    def received(self, nbytes: int) -> None:
+        """Account for ``nbytes`` written into :meth:`get_buffer`'s view, decoding nothing.
+
+        For a reader whose frames are taken from ``_buf[_start:_end]`` by C code
+        (the daemon's read path, ``lltrade._inbound``), which advances
+        ``_start``; :meth:`next_message` decodes one frame the C code left.
+        """
+        if not self._failed:
+            self._end += nbytes
+
+    def next_message(self) -> M | FrameError | None:
+        """Decode the next complete frame, or None if there is none."""
+        out: list[M | FrameError] = []
+        self._parse(out, one=True)
+        return out[0] if out else None
+
     # -- plain face -----------------------------------------------------------------
 
     def feed(
@@ -702,7 +718,7 @@ class FrameReader(Generic[M]):
 
     # -- internals -------------------------------------------------------------------
 
-    def _parse(self, out: list[M | FrameError]) -> None:
+    def _parse(self, out: list[M | FrameError], one: bool = False) -> None:
         buf = self._buf
         view = self._view
         decode = self._decode
@@ -735,6 +751,8 @@ class FrameReader(Generic[M]):
                 append(decode(body))
             except msgspec.DecodeError as exc:  # ValidationError is a subclass
                 append(self._classify(body, exc))
+            if one:
+                break
         self._start = start
 
     def _classify(self, body: memoryview, exc: msgspec.DecodeError) -> FrameError:

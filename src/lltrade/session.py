@@ -76,19 +76,22 @@ class Session(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.daemon.bytes_in += nbytes
-        batch = self.reader.buffer_updated(nbytes, self._batch)
-        if batch:
-            try:
+        batch = self._batch
+        try:
+            if self.account is not None and not self.logging_on:
+                # Logged on: the daemon's C read path takes the frames from the buffer.
+                self.reader.received(nbytes)
+                if self.reader.pending:
+                    self.daemon.on_read(self)
+            elif self.reader.buffer_updated(nbytes, batch):
                 self.daemon.on_messages(self, batch)
-            except Exception:
-                # A bug must not take the daemon down with it: drop this
-                # connection, say why in the log, keep serving the others.
-                log.exception(
-                    "internal error handling a session's input", extra={"peer": self.peer}
-                )
-                self.daemon.on_internal_error(self)
-            finally:
-                batch.clear()
+        except Exception:
+            # A bug must not take the daemon down with it: drop this
+            # connection, say why in the log, keep serving the others.
+            log.exception("internal error handling a session's input", extra={"peer": self.peer})
+            self.daemon.on_internal_error(self)
+        finally:
+            batch.clear()
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost follows

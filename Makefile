@@ -83,16 +83,25 @@ test-asan: $(STAMP)
 test: sysdeps lint typecheck unit test-debug test-asan
 
 # -- speed --------------------------------------------------------------------
+# The pytest-benchmark suites, saved under results/benchmarks/ and compared with the last saved
+# run if there is one (a run saved on another machine or Python only warns: filterwarnings = error
+# would stop pytest at start-up); then the replay benchmark against its peers.
 bench: build
-	$(PY) -m pip install -q -e ".[peers]"
-	$(PYTEST) benchmark --benchmark-only --benchmark-autosave \
+	$(PY) -m pip install -q --no-build-isolation -e ".[peers]"
+	$(PYTEST) benchmark/test_*.py --benchmark-only --benchmark-autosave \
 	  --benchmark-storage=results/benchmarks \
+	  -W default::pytest_benchmark.logger.PytestBenchmarkWarning \
 	  $$(ls results/benchmarks/*/*.json >/dev/null 2>&1 && echo --benchmark-compare)
 	$(PY) benchmark/replay.py --json results/replay.json
 
 bench-replay: build
 	$(PY) -m pip install -q -e ".[peers]"
 	$(PY) benchmark/replay.py --json results/replay.json
+
+# A short demo end to end (daemon, telemetry, load generator, plots.py); prints where the report is.
+.PHONY: report
+report: build
+	$(PY) benchmark/demo_report.py
 
 annotate: $(STAMP)
 	LLTRADE_ANNOTATE=1 $(PY) setup.py -q build_ext --inplace --force

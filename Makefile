@@ -8,7 +8,7 @@ CORE   := $(wildcard src/lltrade/*.pyx src/lltrade/*.pxd src/lltrade/include/*.h
 PYTEST := $(PY) -m pytest
 ASAN_LIB = $(shell cc -print-file-name=libasan.so)
 
-.PHONY: all venv build sysdeps run demo test lint typecheck unit test-debug test-asan \
+.PHONY: all venv build builddeps sysdeps run demo test lint typecheck unit test-debug test-asan \
         bench bench-replay annotate clean
 
 all: build
@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml setup.py
 venv: $(STAMP)
 
 # System tools the tests use (from Debian): promtool checks /metrics, chromium renders the
-# telemetry dashboard, shellcheck and systemd-analyze check the deploy kit. Installs only what is missing; silent when all is there.
-SYSDEPS := promtool:prometheus chromium:chromium shellcheck:shellcheck systemd-analyze:systemd
+# telemetry dashboard, shellcheck and systemd-analyze check the deploy kit, whose monitor.sh
+# uses jq and curl. Installs only what is missing; silent when all is there.
+SYSDEPS := promtool:prometheus chromium:chromium shellcheck:shellcheck systemd-analyze:systemd \
+           jq:jq curl:curl
 sysdeps:
 	@missing=""; \
 	for dep in $(SYSDEPS); do \
@@ -39,7 +41,17 @@ sysdeps:
 	    $$missing >/dev/null; \
 	fi
 
-$(EXT): $(STAMP) $(CORE)
+# C headers the extensions need beyond Python's own: zlib (the journal's CRC-32, _records.pyx).
+builddeps:
+	@if [ ! -f /usr/include/zlib.h ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	  echo "builddeps: apt-get install zlib1g-dev"; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends \
+	    zlib1g-dev >/dev/null; \
+	fi
+
+$(EXT): $(STAMP) $(CORE) | builddeps
 	$(PY) setup.py -q build_ext --inplace
 	@mkdir -p build && touch $@
 
@@ -54,8 +66,8 @@ run: build
 
 # -- checks -------------------------------------------------------------------
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmark setup.py telemetry
-	$(VENV)/bin/ruff format --check src tests benchmark setup.py telemetry
+	$(VENV)/bin/ruff check src tests benchmark setup.py telemetry deploy
+	$(VENV)/bin/ruff format --check src tests benchmark setup.py telemetry deploy
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -64,14 +76,14 @@ unit: build sysdeps
 	$(PYTEST) -q tests
 
 # Bounds checks, line tracing and C asserts on; built beside the release build.
-test-debug: $(STAMP)
+test-debug: $(STAMP) | builddeps
 	rm -rf build/debug
 	LLTRADE_DEBUG=1 $(PY) setup.py -q build_ext --build-lib build/debug --build-temp build/tmp-debug
 	cp src/lltrade/*.py src/lltrade/*.pyi build/debug/lltrade/
 	PYTHONPATH=build/debug $(PYTEST) -q -p no:cacheprovider tests/unit
 
 # AddressSanitizer + UndefinedBehaviorSanitizer over the unit tests.
-test-asan: $(STAMP)
+test-asan: $(STAMP) | builddeps
 	rm -rf build/asan
 	LLTRADE_SANITIZE=1 $(PY) setup.py -q build_ext --build-lib build/asan --build-temp build/tmp-asan
 	cp src/lltrade/*.py src/lltrade/*.pyi build/asan/lltrade/

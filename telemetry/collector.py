@@ -29,6 +29,20 @@ from telemetry.source import Snapshot, Source
 from telemetry.stats import cumulative_buckets, prometheus_name, split_name
 
 
+def _without_total(
+    members: list[tuple[dict[str, str], int]], names: list[str]
+) -> list[tuple[dict[str, str], int]]:
+    """A labelled counter family whose unlabelled member is its total (``orders_rejected``
+    beside ``orders_rejected{reason=...}``): that member would make ``sum()`` count twice, so
+    it is replaced by what the labelled members do not cover, as ``<label>="other"``."""
+    total = [v for labels, v in members if not labels]
+    labelled = [(labels, v) for labels, v in members if labels]
+    if not names or not total or not labelled:
+        return members
+    rest = int(total[0]) - sum(int(v) for _, v in labelled)
+    return labelled + ([({names[0]: "other"}, rest)] if rest > 0 else [])
+
+
 def _help(meta: dict[str, tuple[str, str, str]], key: str, fallback: str) -> str:
     entry = meta.get(key)
     return (entry[1] if entry and entry[1] else fallback).strip() or fallback
@@ -103,7 +117,7 @@ def snapshot_families(snapshot: Snapshot) -> Iterator[Metric]:
     for fam in _group(snapshot["counters"], meta, "counter", by_meta).values():
         names = fam.label_names()
         counter = CounterMetricFamily(fam.name, fam.doc, labels=names)
-        for labels, value in fam.members:
+        for labels, value in _without_total(fam.members, names):
             counter.add_metric([labels.get(n, "") for n in names], int(value) / fam.divisor)
         yield counter
     for fam in _group(snapshot["gauges"], meta, "gauge", by_meta).values():

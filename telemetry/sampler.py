@@ -105,9 +105,14 @@ def build_record(
     counters = {k: int(v) for k, v in sorted(snap["counters"].items())}
     deltas = {k: v - (int(base["counters"].get(k, 0)) if base else 0) for k, v in counters.items()}
     totals: dict[str, int] = {}
+    exact: set[str] = set()  # families with an unlabelled member: it is their total
     for key, value in counters.items():
         family = split_name(key, meta.get(key, ("", "", ""))[2])[0]
-        totals[family] = totals.get(family, 0) + value
+        if key == family:
+            totals[family] = value
+            exact.add(family)
+        elif family not in exact:
+            totals[family] = totals.get(family, 0) + value
 
     def per_s(n: float, seconds: float) -> float | None:
         return round(n / seconds, 3) if seconds > 0 else None

@@ -39,6 +39,16 @@ def test_counters_histograms_and_gauges_follow_the_trading(loop_kind: str) -> No
         assert hists["batch_size"]["count"] == 2 and hists["batch_size"]["sum"] == 2
         assert reader.heartbeat_age_s() < 5
         reader.close()
+        # The exporter counts each reject once: in the log's totals and in /metrics.
+        from telemetry.collector import snapshot_families
+        from telemetry.sampler import build_record
+        from telemetry.source import Source, load_backend
+
+        reading = Source(default_path(cfg.telemetry.shm_name), load_backend(), 1.0).read()
+        assert build_record(reading, None, {})["counter_totals"]["orders_rejected"] == 1
+        assert reading.snapshot is not None
+        (family,) = [f for f in snapshot_families(reading.snapshot) if f.name.endswith("rejected")]
+        assert sum(sample.value for sample in family.samples) == 1
         await h.close()
 
     run_on(loop_kind, scenario)

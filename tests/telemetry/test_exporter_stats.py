@@ -140,3 +140,20 @@ def test_hist_stats_overflow_bucket_reports_the_max() -> None:
     hist: dict[str, Any] = dict(hist_of([1, 3, 100, 200], bounds, inf_last=True))
     s = hist_stats(hist)  # type: ignore[arg-type]
     assert s["p99"] == 200 and s["max"] == 200
+
+
+def test_a_family_total_beside_its_labelled_members_is_not_counted_twice() -> None:
+    from telemetry.collector import _without_total
+
+    members = [({}, 10), ({"reason": "PRICE_COLLAR"}, 6), ({"reason": "RATE_LIMITED"}, 3)]
+    out = _without_total(members, ["reason"])
+    assert out == [
+        ({"reason": "PRICE_COLLAR"}, 6),
+        ({"reason": "RATE_LIMITED"}, 3),
+        ({"reason": "other"}, 1),
+    ]
+    assert sum(v for _, v in out) == 10
+    exact = [({}, 9), ({"reason": "PRICE_COLLAR"}, 9)]
+    assert _without_total(exact, ["reason"]) == [({"reason": "PRICE_COLLAR"}, 9)]
+    plain = [({}, 4)]
+    assert _without_total(plain, []) == plain

@@ -51,15 +51,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import contextlib
 import ctypes
 import ctypes.util
 import gc
-import importlib.metadata
 import json
 import os
-import platform
 import select
 import shlex
 import signal
@@ -73,13 +70,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-import msgspec
 import numpy as np
 import psutil
 from hdrh.histogram import HdrHistogram
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from figures import cpu_model, fmt_ns, fmt_rate, fmt_ratio, git_commit
+from figures import fmt_ns, fmt_rate, fmt_ratio
 from lltrade.config import DEMO_SECRETS, default_config
 from lltrade.enums import STP, TIF, Side
 from lltrade.protocol import (
@@ -100,12 +96,23 @@ from lltrade.protocol import (
     Reject,
     encode_frame,
 )
+from loadgen_machine import machine_info
+from loadgen_schedule import (
+    HIST_DIGITS,
+    HIST_HIGHEST_NS,
+    HIST_LOWEST_NS,
+    NS_PER_S,
+    achieved_rate,
+    corrected_latencies,
+    due_by,
+    histogram_of,
+    naive_latencies,
+    order_count,
+    planned_send_ns,
+)
+from loadgen_schedule import new_histogram as new_histogram  # re-exported for the tests
 
 HOST: Final = "127.0.0.1"
-NS_PER_S: Final = 1_000_000_000
-HIST_LOWEST_NS: Final = 1
-HIST_HIGHEST_NS: Final = 60 * NS_PER_S
-HIST_DIGITS: Final = 3
 SYMBOL: Final = 1  # DEMO in the embedded config
 ACCOUNT: Final = "admin"  # 1M messages/s; a trader account has 100k
 BUSY_LIMIT: Final = 0.9  # generator busier than this: it is the bottleneck
@@ -123,69 +130,10 @@ TAG_ORDER_REJECTED: Final = 41
 
 
 # =====================================================================================
-# Schedule and coordinated omission (pure; tests/unit/test_roundtrip_schedule.py)
+# Schedule and coordinated omission (pure; tests/unit/test_roundtrip_schedule.py).
+# The schedule, the latency maths and the histograms are the load generator's
+# (loadgen_schedule.py), imported above.
 # =====================================================================================
-
-
-def order_count(rate: int, seconds: float) -> int:
-    """Orders an open loop at ``rate`` per second plans in ``seconds`` (rounded down)."""
-    if rate < 1:
-        raise ValueError(f"rate must be >= 1 order/s, got {rate}")
-    if seconds < 0:
-        raise ValueError(f"seconds must be >= 0, got {seconds}")
-    return int(rate * seconds)
-
-
-def planned_send_ns(start_ns: int, rate: int, count: int) -> np.ndarray:
-    """Planned send times of ``count`` orders at ``rate`` per second from ``start_ns``.
-
-    Order ``i`` is due at ``start_ns + floor(i * 1e9 / rate)``, in integer
-    arithmetic: no drift however long the run (order ``k * rate`` is due
-    exactly ``k`` seconds after the start).
-    """
-    if rate < 1:
-        raise ValueError(f"rate must be >= 1 order/s, got {rate}")
-    if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
-    if count and (count - 1) * NS_PER_S > np.iinfo(np.int64).max - start_ns:
-        raise ValueError("schedule overflows int64 nanoseconds")
-    i = np.arange(count, dtype=np.int64)
-    return start_ns + (i * NS_PER_S) // rate
-
-
-def due_by(planned: Sequence[int], now_ns: int, released: int) -> int:
-    """Index one past the last order due at ``now_ns``, searching from ``released``.
-
-    Every order before the returned index is due (``planned[i] <= now_ns``);
-    an open loop sends them all now, however late, instead of skipping any.
-    """
-    return bisect.bisect_right(planned, now_ns, released)
-
-
-def corrected_latencies(planned_ns: np.ndarray, recv_ns: np.ndarray) -> np.ndarray:
-    """Round trips measured from the planned send time (coordinated-omission corrected)."""
-    return np.asarray(recv_ns, dtype=np.int64) - np.asarray(planned_ns, dtype=np.int64)
-
-
-def naive_latencies(sent_ns: np.ndarray, recv_ns: np.ndarray) -> np.ndarray:
-    """Round trips measured from the actual send time (what coordinated omission hides)."""
-    return np.asarray(recv_ns, dtype=np.int64) - np.asarray(sent_ns, dtype=np.int64)
-
-
-def new_histogram() -> HdrHistogram:
-    """An empty latency histogram: ns, 1 ns .. 60 s, 3 significant digits."""
-    return HdrHistogram(HIST_LOWEST_NS, HIST_HIGHEST_NS, HIST_DIGITS)
-
-
-def histogram_of(latencies_ns: np.ndarray) -> HdrHistogram:
-    """A histogram of ``latencies_ns``, each clamped into the trackable range."""
-    hist = new_histogram()
-    clipped = np.clip(np.asarray(latencies_ns, dtype=np.int64), HIST_LOWEST_NS, HIST_HIGHEST_NS)
-    values, counts = np.unique(clipped, return_counts=True)
-    record = hist.record_value
-    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
-        record(value, count)
-    return hist
 
 
 def summarise(hist: HdrHistogram) -> dict[str, int]:
@@ -205,18 +153,6 @@ def ratio(value: float, floor: float) -> float | None:
     if floor <= 0:
         return None
     return value / floor
-
-
-def achieved_rate(first_ns: int, last_ns: int, count: int) -> float:
-    """Events per second when ``count`` events span ``first_ns .. last_ns``.
-
-    The span is counted as ``count`` intervals (the last event's interval
-    included), so ``count`` events exactly on a ``rate`` schedule give ``rate``.
-    """
-    if count < 1 or last_ns < first_ns:
-        return 0.0
-    span = (last_ns - first_ns) * count / max(count - 1, 1) if count > 1 else 0
-    return count * NS_PER_S / span if span > 0 else 0.0
 
 
 @dataclass
@@ -413,19 +349,6 @@ def reference_price() -> int:
 # =====================================================================================
 # Formatting and machine
 # =====================================================================================
-
-
-def machine_info() -> dict[str, Any]:
-    return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "cores_usable": sorted(os.sched_getaffinity(0)),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "uvloop": importlib.metadata.version("uvloop"),
-        "msgspec": msgspec.__version__,
-        "commit": git_commit(),
-    }
 
 
 def timer_cost_ns() -> float:

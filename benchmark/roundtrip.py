@@ -279,13 +279,6 @@ def peak_limit(generator_cpu: float, server_cpu: float, busy_poll: bool) -> tupl
             "too few orders in flight (raise --window or --connections)",
         )
     return "ok", ""
-    if busy_poll or server_cpu < BUSY_LIMIT:
-        return [
-            f"generator CPU {generator_cpu:.0%} of a core"
-            + ("" if busy_poll else f", server only {server_cpu:.0%}")
-            + ": the figure is the generator's ceiling, a lower bound for the server"
-        ]
-    return []
 
 
 def count_tags(buf: bytes | bytearray, start: int, counts: list[int]) -> int:

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from daemon_process import running_daemon
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmark"
 sys.path.insert(0, str(BENCH))
@@ -52,35 +51,8 @@ def service(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def daemon_port(tmp_path: Path) -> Iterator[int]:
     """A daemon process on a free port: tmp journal, its own telemetry name; stopped after."""
-    log = tmp_path / "daemon.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "lltrade", "run", "--port", "0"),
-                *("--journal-dir", str(tmp_path / "journal"), "--durability", "none"),
-                *("--telemetry-name", f"lltrade-test-{os.getpid()}-bench-{uuid.uuid4().hex[:8]}"),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        port = None
-        while port is None and time.monotonic() < deadline and proc.poll() is None:
-            for line in log.read_text().splitlines():
-                if '"listening"' in line:
-                    port = int(json.loads(line)["address"][1])
-            time.sleep(0.05)
-        assert port is not None, f"the daemon did not start:\n{log.read_text()}"
+    with running_daemon(tmp_path / "daemon.log", "bench") as port:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def test_options_become_the_load_generators_arguments() -> None:

@@ -13,12 +13,9 @@ from __future__ import annotations
 import importlib
 import itertools
 import json
-import os
 import socket
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +24,8 @@ from typing import Any
 import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
+
+from daemon_process import running_daemon
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmark"
 LOADGEN = BENCH / "loadgen.py"
@@ -456,36 +455,8 @@ def daemon_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def daemon_port(daemon_log: Path) -> Iterator[int]:
     """A daemon process on a free port: tmp journal, its own telemetry name; stopped after."""
-    tmp = daemon_log.parent
-    log = daemon_log
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "lltrade", "run", "--port", "0"),
-                *("--journal-dir", str(tmp / "journal"), "--durability", "none"),
-                *("--telemetry-name", f"lltrade-test-{os.getpid()}-loadgen-{uuid.uuid4().hex[:8]}"),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        port = None
-        while port is None and time.monotonic() < deadline and proc.poll() is None:
-            for line in log.read_text().splitlines():
-                if '"listening"' in line:
-                    port = int(json.loads(line)["address"][1])
-            time.sleep(0.05)
-        assert port is not None, f"the daemon did not start:\n{log.read_text()}"
+    with running_daemon(daemon_log, "loadgen") as port:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def test_logon_refused_or_unknown_symbol_is_one_line_and_exit_2(daemon_port: int) -> None:

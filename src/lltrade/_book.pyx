@@ -14,6 +14,7 @@ from cpython.ref cimport Py_INCREF
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint64_t
 from libc.string cimport memmove, memset
 
+from lltrade._arrays cimport checked_rows
 from lltrade._cmap cimport _grow, _map_del, _map_get, _map_init, _map_put, _map_reserve
 
 import numpy as np
@@ -209,17 +210,6 @@ EVENT_DTYPE = np.dtype({
                 <Py_ssize_t>(<char*>&_e.reason - <char*>&_e)],
     "itemsize": sizeof(EventRecord),
 })
-
-
-cdef Py_ssize_t _checked_array(cnp.ndarray arr, object dtype, str name, str dtype_name,
-                               bint writable) except -1:
-    if arr.dtype != dtype:
-        raise TypeError(f"{name} must have dtype lltrade.{dtype_name}, got {arr.dtype}")
-    if arr.ndim != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(arr):
-        raise ValueError(f"{name} must be a one-dimensional C-contiguous array")
-    if writable and not cnp.PyArray_ISWRITEABLE(arr):
-        raise ValueError(f"{name} must be writable")
-    return cnp.PyArray_DIM(arr, 0)
 
 
 cdef inline bint _is_side(int side) noexcept nogil:
@@ -1020,8 +1010,8 @@ cdef class OrderBook:
         might not fit in ``events``; ``commands_processed`` then says how many
         were consumed.
         """
-        cdef Py_ssize_t n = _checked_array(commands, COMMAND_DTYPE, "commands", "COMMAND_DTYPE", False)
-        cdef Py_ssize_t cap = _checked_array(events, EVENT_DTYPE, "events", "EVENT_DTYPE", True)
+        cdef Py_ssize_t n = checked_rows(commands, COMMAND_DTYPE, "commands", "COMMAND_DTYPE", False)
+        cdef Py_ssize_t cap = checked_rows(events, EVENT_DTYPE, "events", "EVENT_DTYPE", True)
         cdef const CommandRecord* cmds = <const CommandRecord*>cnp.PyArray_DATA(commands)
         cdef EventRecord* out = <EventRecord*>cnp.PyArray_DATA(events)
         cdef Py_ssize_t i = 0, written = 0, r
@@ -1190,8 +1180,8 @@ cdef class Engine:
         Same contract as :meth:`OrderBook.process`; a command for a symbol
         without a book is rejected with ``UNKNOWN_SYMBOL``.
         """
-        cdef Py_ssize_t n = _checked_array(commands, COMMAND_DTYPE, "commands", "COMMAND_DTYPE", False)
-        cdef Py_ssize_t cap = _checked_array(events, EVENT_DTYPE, "events", "EVENT_DTYPE", True)
+        cdef Py_ssize_t n = checked_rows(commands, COMMAND_DTYPE, "commands", "COMMAND_DTYPE", False)
+        cdef Py_ssize_t cap = checked_rows(events, EVENT_DTYPE, "events", "EVENT_DTYPE", True)
         cdef const CommandRecord* cmds = <const CommandRecord*>cnp.PyArray_DATA(commands)
         cdef EventRecord* out = <EventRecord*>cnp.PyArray_DATA(events)
         cdef Py_ssize_t i = 0, written = 0, r, nbooks = len(self._books)

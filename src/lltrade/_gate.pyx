@@ -37,6 +37,7 @@ from lltrade._book cimport (
     SIDE_BUY,
     SIDE_SELL,
 )
+from lltrade._arrays cimport checked_routes, checked_rows
 from lltrade._cmap cimport (
     MAP_EMPTY,
     _grow,
@@ -144,14 +145,7 @@ cdef inline void _command(CommandRecord* c, uint8_t op, oid_t order_id, int32_t 
 
 cdef CommandRecord* _command_rows(cnp.ndarray commands, Py_ssize_t i, Py_ssize_t need) except NULL:
     """Rows ``i .. i + need`` of ``commands``, checked."""
-    cdef Py_ssize_t n
-    if (<object>cnp.PyArray_DESCR(commands) is not _COMMAND_DTYPE
-            and commands.dtype != _COMMAND_DTYPE):
-        raise TypeError(f"commands must have dtype lltrade.COMMAND_DTYPE, got {commands.dtype}")
-    if (cnp.PyArray_NDIM(commands) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(commands)
-            or not cnp.PyArray_ISWRITEABLE(commands)):
-        raise ValueError("commands must be a writable one-dimensional C-contiguous array")
-    n = cnp.PyArray_DIM(commands, 0)
+    cdef Py_ssize_t n = checked_rows(commands, _COMMAND_DTYPE, "commands", "COMMAND_DTYPE", True)
     if i < 0 or i > n - need:
         raise ValueError(f"commands has {n} rows: no room for {need} at i={i}")
     # A zero-row write may point one past the end; it is never dereferenced.
@@ -795,22 +789,10 @@ cdef class OrderGate:
         several ``Engine.process`` calls, apply each part in turn: every event
         still routes.  Its ``cl_ord_id`` is reusable from then on.
         """
-        cdef Py_ssize_t cap
-        if (<object>cnp.PyArray_DESCR(events) is not _EVENT_DTYPE
-                and events.dtype != _EVENT_DTYPE):
-            raise TypeError(f"events must have dtype lltrade.EVENT_DTYPE, got {events.dtype}")
-        if cnp.PyArray_NDIM(events) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(events):
-            raise ValueError("events must be a one-dimensional C-contiguous array")
-        cap = cnp.PyArray_DIM(events, 0)
+        cdef Py_ssize_t cap = checked_rows(events, _EVENT_DTYPE, "events", "EVENT_DTYPE", False)
         if not (0 <= n <= cap):
             raise ValueError(f"n must be in 0 .. {cap} (the length of events), got {n}")
-        if cnp.PyArray_TYPE(routes) != cnp.NPY_INT64:
-            raise TypeError(f"routes must have dtype int64, got {routes.dtype}")
-        if (cnp.PyArray_NDIM(routes) != 2 or cnp.PyArray_DIM(routes, 1) != 2
-                or cnp.PyArray_DIM(routes, 0) < n or not cnp.PyArray_IS_C_CONTIGUOUS(routes)
-                or not cnp.PyArray_ISWRITEABLE(routes)):
-            raise ValueError(f"routes must be a writable C-contiguous int64 array of shape "
-                             f"(>= {n}, 2), got shape {(<object>routes).shape}")
+        checked_routes(routes, n, True)
         self._apply(<const EventRecord*>cnp.PyArray_DATA(events), n,
                     <int64_t*>cnp.PyArray_DATA(routes))
 
@@ -933,26 +915,15 @@ cdef class OrderGate:
         Returns the number of ``ADD`` commands of accounts or symbols the gate
         does not know (not tracked).
         """
-        cdef Py_ssize_t k, n_commands, untracked = 0
+        cdef Py_ssize_t k, n_commands, cap, untracked = 0
         cdef const CommandRecord* c
         cdef int32_t ai, si
         cdef int64_t* routes
-        if (<object>cnp.PyArray_DESCR(commands) is not _COMMAND_DTYPE
-                and commands.dtype != _COMMAND_DTYPE):
-            raise TypeError(f"commands must have dtype lltrade.COMMAND_DTYPE, "
-                            f"got {commands.dtype}")
-        if cnp.PyArray_NDIM(commands) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(commands):
-            raise ValueError("commands must be a one-dimensional C-contiguous array")
-        if (<object>cnp.PyArray_DESCR(events) is not _EVENT_DTYPE
-                and events.dtype != _EVENT_DTYPE):
-            raise TypeError(f"events must have dtype lltrade.EVENT_DTYPE, got {events.dtype}")
-        if cnp.PyArray_NDIM(events) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(events):
-            raise ValueError("events must be a one-dimensional C-contiguous array")
-        if not (0 <= n_events <= cnp.PyArray_DIM(events, 0)):
-            raise ValueError(f"n_events must be in 0 .. {cnp.PyArray_DIM(events, 0)}, "
-                             f"got {n_events}")
+        n_commands = checked_rows(commands, _COMMAND_DTYPE, "commands", "COMMAND_DTYPE", False)
+        cap = checked_rows(events, _EVENT_DTYPE, "events", "EVENT_DTYPE", False)
+        if not (0 <= n_events <= cap):
+            raise ValueError(f"n_events must be in 0 .. {cap}, got {n_events}")
         self._flush()
-        n_commands = cnp.PyArray_DIM(commands, 0)
         c = <const CommandRecord*>cnp.PyArray_DATA(commands)
         for k in range(n_commands):
             if c[k].op != OP_ADD:

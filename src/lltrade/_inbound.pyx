@@ -45,7 +45,12 @@ from libc.string cimport memset
 
 from lltrade._book cimport CommandRecord, OP_ADD, OP_CANCEL, OP_REDUCE, OP_REPLACE
 from lltrade._gate cimport GateSession, OrderGate, OrderMsg
+from lltrade._arrays cimport checked_rows
 from lltrade._cmap cimport MAP_EMPTY
+
+from lltrade._book import COMMAND_DTYPE
+
+cdef object _COMMAND_DTYPE = COMMAND_DTYPE     # a C global: no module lookup per call
 
 cnp.import_array()
 
@@ -266,13 +271,11 @@ def admit_frames(OrderGate gate not None, Py_ssize_t slot, bytearray buf not Non
     cdef int64_t seq
     cdef int r
     cdef int status = ST_END
-    if cnp.PyArray_ITEMSIZE(commands) != sizeof(CommandRecord) or cnp.PyArray_NDIM(commands) != 1 \
-            or not cnp.PyArray_IS_C_CONTIGUOUS(commands):
-        raise TypeError("commands must be a one-dimensional COMMAND_DTYPE array")
+    cap = checked_rows(commands, _COMMAND_DTYPE, "commands", "COMMAND_DTYPE", True)
     if (cnp.PyArray_TYPE(ref_seqs) != cnp.NPY_INT64 or cnp.PyArray_NDIM(ref_seqs) != 1
             or not cnp.PyArray_IS_C_CONTIGUOUS(ref_seqs)):
         raise TypeError("ref_seqs must be a one-dimensional int64 array")
-    cap = min(cnp.PyArray_DIM(commands, 0), cnp.PyArray_DIM(ref_seqs, 0))
+    cap = min(cap, cnp.PyArray_DIM(ref_seqs, 0))
     if not (0 <= start <= end <= len(buf)) or not (0 <= n <= cap):
         raise ValueError("start, end or n out of range")
     s = gate._session(slot)

@@ -49,6 +49,7 @@ from lltrade._book cimport (
     EV_REPLACED,
     EventRecord,
 )
+from lltrade._arrays cimport checked_routes, checked_rows
 from lltrade._telemetry cimport OrderPathTelemetry
 from lltrade._cmap cimport I64Map, MAP_EMPTY, _grow, _map_free, _map_get, _map_init, _map_put, _map_reserve
 
@@ -524,20 +525,10 @@ cdef class ReportEncoder:
         """
         cdef Py_ssize_t cap, n_refs, bad
         cdef int what = BAD_NONE
-        if (<object>cnp.PyArray_DESCR(events) is not _EVENT_DTYPE
-                and events.dtype != _EVENT_DTYPE):
-            raise TypeError(f"events must have dtype lltrade.EVENT_DTYPE, got {events.dtype}")
-        if cnp.PyArray_NDIM(events) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(events):
-            raise ValueError("events must be a one-dimensional C-contiguous array")
-        cap = cnp.PyArray_DIM(events, 0)
+        cap = checked_rows(events, _EVENT_DTYPE, "events", "EVENT_DTYPE", False)
         if not (0 <= n <= cap):
             raise ValueError(f"n must be in 0 .. {cap} (the length of events), got {n}")
-        if cnp.PyArray_TYPE(routes) != cnp.NPY_INT64:
-            raise TypeError(f"routes must have dtype int64, got {routes.dtype}")
-        if (cnp.PyArray_NDIM(routes) != 2 or cnp.PyArray_DIM(routes, 1) != 2
-                or cnp.PyArray_DIM(routes, 0) < n or not cnp.PyArray_IS_C_CONTIGUOUS(routes)):
-            raise ValueError(f"routes must be a C-contiguous int64 array of shape "
-                             f"(>= {n}, 2), got shape {(<object>routes).shape}")
+        checked_routes(routes, n, False)
         if cnp.PyArray_TYPE(ref_seqs) != cnp.NPY_INT64:
             raise TypeError(f"ref_seqs must have dtype int64, got {ref_seqs.dtype}")
         if cnp.PyArray_NDIM(ref_seqs) != 1 or not cnp.PyArray_IS_C_CONTIGUOUS(ref_seqs):

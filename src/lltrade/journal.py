@@ -119,7 +119,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lltrade._book import COMMAND_DTYPE, EVENT_DTYPE, Engine
-from lltrade._records import frame_commands
+from lltrade._records import frame_commands, seal_record
 from lltrade.enums import EventKind, Op
 
 if TYPE_CHECKING:
@@ -173,7 +173,6 @@ ENGINE_MAGIC: Final = b"LLTE"
 
 _FILE_HEADER = struct.Struct("<8sHHIQqII20sI")  # 64 bytes
 _RECORD_HEADER = struct.Struct("<IHHQII")  # 24 bytes
-_CRCS = struct.Struct("<II")
 _COMMANDS_PREFIX = struct.Struct("<qII")  # 16 bytes
 _MARK_PREFIX = struct.Struct("<Qq")  # 16 bytes
 _SNAPSHOT_HEADER = struct.Struct("<8sHHIQqQQ12sI")  # 64 bytes
@@ -624,20 +623,12 @@ class JournalWriter:
         if total > len(self._buf):
             self._grow(total)
         seq = self._last_seq + 1
-        if self._offset + total > self._segment_bytes and self._segment_records:
-            self._rotate(seq)
         # The whole record (header, prefix, rows, both CRCs) is framed in C.
         try:
             frame_commands(self._buf, rows, seq, recv_ns)
         except ValueError:  # not C-contiguous
             frame_commands(self._buf, np.ascontiguousarray(rows), seq, recv_ns)
-        self._write(self._view[:total], seq)
-        self._offset += total
-        self._segment_records += 1
-        self._last_seq = seq
-        if self._sync_each:
-            self.sync()
-        return seq
+        return self._emit(seq, total)
 
     def append_session(self, event: dict[str, Any]) -> int:
         """Append a session event (log on, log off, ...) as JSON, for the audit trail.
@@ -704,14 +695,14 @@ class JournalWriter:
 
     def _commit(self, rtype: int, flags: int, length: int, total: int) -> int:
         seq = self._last_seq + 1
+        seal_record(self._buf, length, rtype, flags, seq)
+        return self._emit(seq, total)
+
+    def _emit(self, seq: int, total: int) -> int:
+        """Write record ``seq``, framed in ``_buf[:total]``, rotating the segment first if full."""
         if self._offset + total > self._segment_bytes and self._segment_records:
             self._rotate(seq)
-        buf = self._buf
-        view = self._view
-        _RECORD_HEADER.pack_into(buf, 0, length, rtype, flags, seq, 0, 0)
-        header_crc = zlib.crc32(view[:16])
-        _CRCS.pack_into(buf, 16, header_crc, zlib.crc32(view[RECORD_HEADER_SIZE:total], header_crc))
-        self._write(view[:total], seq)
+        self._write(self._view[:total], seq)
         self._offset += total
         self._segment_records += 1
         self._last_seq = seq

@@ -967,7 +967,7 @@ def test_c_framing_of_commands_records_matches_the_documented_layout() -> None:
     import struct
     import zlib
 
-    from lltrade._records import frame_commands
+    from lltrade._records import frame_commands, seal_record
 
     rng = np.random.default_rng(3)
     for n in (0, 1, 7, 300):
@@ -984,6 +984,17 @@ def test_c_framing_of_commands_records_matches_the_documented_layout() -> None:
         assert bytes(buf[: len(expected)]) == expected
     with pytest.raises(ValueError, match="needs"):
         frame_commands(bytearray(10), np.zeros(1, dtype=COMMAND_DTYPE), 1, 0)
+    # Any other record: the payload in place (padded to 8), seal_record writes the rest.
+    for payload in (b"", b"x", b'{"event": "logon"}', bytes(range(256)) * 3):
+        padded = payload + bytes(-len(payload) % 8)
+        head = struct.pack("<IHHQ", len(payload), 2, 0, 77)
+        header_crc = zlib.crc32(head)
+        expected = head + struct.pack("<II", header_crc, zlib.crc32(padded, header_crc)) + padded
+        buf = bytearray(24) + bytearray(padded) + bytearray(5)
+        assert seal_record(buf, len(payload), 2, 0, 77) == len(expected)
+        assert bytes(buf[: len(expected)]) == expected
+    with pytest.raises(ValueError, match="needs"):
+        seal_record(bytearray(30), 9, 2, 0, 1)
     with pytest.raises(TypeError, match="COMMAND_DTYPE"):
         frame_commands(bytearray(100), np.zeros(3, dtype=np.int64), 1, 0)
     with pytest.raises(ValueError, match="C-contiguous"):

@@ -39,6 +39,7 @@ from typing import Any, Final, NoReturn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from figures import fmt_rate
+from lltrade.cli import positive_int
 from lltrade.config import DEMO_SECRETS, default_config
 from loadgen_machine import (
     cpu_seconds,
@@ -120,16 +121,6 @@ class Options:
         return d
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -165,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=d.port, help="daemon port (%(default)s)")
     p.add_argument(
         "--rate",
-        type=_positive_int,
+        type=positive_int,
         default=d.rate,
         help="messages per second over every connection (%(default)s); with --max, the first step",
     )
@@ -173,10 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max", action="store_true", help="find the highest sustainable rate, from --rate up"
     )
     p.add_argument(
-        "--connections", type=_positive_int, default=d.connections, help="per process (2)"
+        "--connections", type=positive_int, default=d.connections, help="per process (2)"
     )
     p.add_argument(
-        "--processes", type=_positive_int, default=d.processes, help="worker processes (1)"
+        "--processes", type=positive_int, default=d.processes, help="worker processes (1)"
     )
     p.add_argument("--duration", type=_seconds, default=d.duration, help="measured seconds (10)")
     p.add_argument("--warmup", type=_seconds, default=d.warmup, help="unmeasured seconds first (2)")
@@ -198,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-resting",
-        type=_positive_int,
+        type=positive_int,
         default=d.max_resting,
         help="resting orders per connection; at this many a passive order becomes a cancel "
         "(%(default)s)",

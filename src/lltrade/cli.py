@@ -60,7 +60,8 @@ def _port(text: str) -> int:
     return port
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (also the load generator's)."""
     try:
         value = int(text)
     except ValueError:
@@ -203,7 +204,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default="none",
         help="self-trade prevention mode (default none)",
     )
-    order.add_argument("--cl-ord-id", type=_positive_int, help="client order id (default 1)")
+    order.add_argument("--cl-ord-id", type=positive_int, help="client order id (default 1)")
     order.add_argument(
         "--wait",
         action="store_true",
@@ -227,7 +228,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cancel.add_argument(
         "cl_ord_id",
         nargs="?",
-        type=_positive_int,
+        type=positive_int,
         help="client order id of an order of this same session (see above)",
     )
     cancel.add_argument(
@@ -235,7 +236,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     cancel.add_argument(
         "--target-account",
-        type=_positive_int,
+        type=positive_int,
         metavar="ID",
         help="with --all: mass cancel another account by id (admin accounts only)",
     )
@@ -250,7 +251,7 @@ def _build_parser() -> argparse.ArgumentParser:
     book.add_argument("symbol", help="symbol name, e.g. DEMO")
     book.add_argument(
         "--levels",
-        type=_positive_int,
+        type=positive_int,
         default=10,
         metavar="N",
         help="price levels per side (default 10)",
@@ -879,7 +880,6 @@ def _journal_verify(args: argparse.Namespace) -> int:
 def _journal_replay(args: argparse.Namespace) -> int:
     from decimal import Decimal
 
-    from lltrade import Engine
     from lltrade.config import ConfigError, load_config
     from lltrade.journal import JournalError, recover
 
@@ -888,9 +888,7 @@ def _journal_replay(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    engine = Engine()
-    for s in config.symbols:
-        engine.add_book(s.id, s.min_price, s.max_price, s.tick, s.lot, max_orders=s.max_orders)
+    engine = config.new_engine()
     try:
         result = recover(
             engine,

@@ -27,6 +27,8 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from lltrade._book import Engine
+
 __all__ = [
     "DEFAULT_CONFIG_TOML",
     "DEMO_SECRETS",
@@ -175,6 +177,13 @@ class Config(_Section, frozen=True, kw_only=True):
     telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
     symbols: Annotated[tuple[SymbolConfig, ...], msgspec.Meta(min_length=1)]
     accounts: Annotated[tuple[AccountConfig, ...], msgspec.Meta(min_length=1)]
+
+    def new_engine(self) -> Engine:
+        """An engine with one empty book per configured symbol (the daemon's, or a replay's)."""
+        engine = Engine()
+        for s in self.symbols:
+            engine.add_book(s.id, s.min_price, s.max_price, s.tick, s.lot, max_orders=s.max_orders)
+        return engine
 
     def symbol(self, name: str) -> SymbolConfig:
         """The symbol called ``name`` (``KeyError`` if none)."""

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from lltrade import COMMAND_DTYPE, EVENT_DTYPE, Engine, EventKind, Op, Reason
+from lltrade import COMMAND_DTYPE, EVENT_DTYPE, EventKind, Op, Reason
 from lltrade._gate import OrderGate
 from lltrade._inbound import END as INBOUND_END
 from lltrade._inbound import FULL as INBOUND_FULL
@@ -123,15 +123,9 @@ class Daemon:
     def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
         self.loop = loop
-        self.engine = Engine()
-        self.symbols: dict[int, SymbolConfig] = {}
-        self.halted: dict[int, bool] = {}
-        for s in config.symbols:
-            self.engine.add_book(
-                s.id, s.min_price, s.max_price, s.tick, s.lot, max_orders=s.max_orders
-            )
-            self.symbols[s.id] = s
-            self.halted[s.id] = False
+        self.engine = config.new_engine()
+        self.symbols: dict[int, SymbolConfig] = {s.id: s for s in config.symbols}
+        self.halted: dict[int, bool] = dict.fromkeys(self.symbols, False)
         self.gate = OrderGate(max_sessions=config.server.max_sessions)
         for s in config.symbols:
             self.gate.add_symbol(

@@ -36,9 +36,7 @@ def _config(journal_dir: str, **journal: Any) -> Any:
 
 def _offline_books(journal_dir: str) -> dict[int, list[tuple[int, ...]]]:
     """The books an offline replay of the journal gives."""
-    engine = Engine()
-    for s in default_config().symbols:
-        engine.add_book(s.id, s.min_price, s.max_price, s.tick, s.lot, max_orders=s.max_orders)
+    engine = default_config().new_engine()
     recover(engine, journal_dir)
     return {sid: engine.book(sid).resting() for sid in engine.symbols()}
 

@@ -73,14 +73,14 @@ def test_append(benchmark: Any, tmp_path: Path, policy: str, batch: int) -> None
             writer.append_commands, args=(rows, RECV_NS), rounds=rounds, warmup_rounds=warmup
         )
         last, synced = writer.last_seq, writer.synced_seq
-    benchmark.extra_info["commands"] = batch
-    benchmark.extra_info["bytes"] = rows.nbytes
     assert last == rounds + warmup
     if policy == "batch":
         assert synced == last
     records = list(JournalReader(tmp_path / "journal"))
+    benchmark.extra_info["commands"] = batch
+    benchmark.extra_info["bytes"] = records[0].size  # the record, packed
     assert [r.seq for r in records] == list(range(1, last + 1))
-    assert all(r.type == RecordType.COMMANDS and r.recv_ns == RECV_NS for r in records)
+    assert all(r.type == RecordType.PACKED_COMMANDS and r.recv_ns == RECV_NS for r in records)
     assert all(np.array_equal(r.commands(), rows) for r in (records[0], records[-1]))
 
 

@@ -943,7 +943,7 @@ def _journal_export(args: argparse.Namespace) -> int:
     import msgspec
 
     from lltrade import COMMAND_DTYPE
-    from lltrade.journal import JournalError, JournalReader, RecordType
+    from lltrade.journal import COMMAND_TYPES, JournalError, JournalReader, RecordType
 
     path = _journal_dir(args)
     if args.after < 0:
@@ -958,7 +958,7 @@ def _journal_export(args: argparse.Namespace) -> int:
     try:
         for record in JournalReader(path, repair=False).records(args.after):
             item: dict[str, Any] = {"seq": record.seq}
-            if record.type == RecordType.COMMANDS:
+            if record.type in COMMAND_TYPES:
                 rows = record.commands()
                 item["type"] = "commands"
                 item["recv_ns"] = record.recv_ns

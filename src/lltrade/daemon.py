@@ -169,7 +169,6 @@ class Daemon:
             self.reports.attach_telemetry(self.telemetry.order_path)
         self.bytes_in = 0  #: totals; the tick publishes what changed
         self.bytes_out = 0
-        self.journal_bytes = 0
         # Published so far: bytes in, out, journal records (of this process), journal bytes.
         self._published = (0, 0, self.journal.last_seq if self.journal is not None else 0, 0)
         self._orders_this_read = 0
@@ -303,7 +302,6 @@ class Daemon:
             self._journal_failed(str(exc), rows)
             return False
         self.commands_since_snapshot += len(rows)
-        self.journal_bytes += rows.nbytes  # command payload bytes; the tick publishes them
         return True
 
     def _journal_failed(self, why: str, rows: np.ndarray) -> None:
@@ -968,8 +966,10 @@ class Daemon:
         tel = self.telemetry
         if tel is None:
             return
-        records = self.journal.last_seq if self.journal is not None else self._published[2]
-        now = (self.bytes_in, self.bytes_out, records, self.journal_bytes)
+        journal = self.journal
+        records = journal.last_seq if journal is not None else self._published[2]
+        journal_bytes = journal.bytes_written if journal is not None else 0
+        now = (self.bytes_in, self.bytes_out, records, journal_bytes)
         for name, value, seen in zip(
             ("bytes_in", "bytes_out", "journal_records", "journal_bytes"),
             now,

@@ -47,11 +47,16 @@ the record CRC continues it (``zlib.crc32(payload, header_crc)``).
 
 Record types:
 
-``COMMANDS`` (1, FLAG_STATE): a batch of engine commands as received::
+``PACKED_COMMANDS`` (4, FLAG_STATE): a batch of engine commands as received,
+what the writer writes::
 
       0    8 i64    recv_ns: receive timestamp decided at the edge
       8    4 u32    count: rows
-     12    4 u32    row size (56)
+     12    4 u32    row size they unpack to (56)
+     16    -        the rows packed (``lltrade._records``; docs/journal.md)
+
+``COMMANDS`` (1, FLAG_STATE): the same with the rows raw, still read::
+
      16    count * 56 raw COMMAND_DTYPE rows (numpy's bytes, padding included)
 
 ``SESSION`` (2): a session event for the audit trail (log on, log off, ...),
@@ -119,13 +124,14 @@ import numpy as np
 import numpy.typing as npt
 
 from lltrade._book import COMMAND_DTYPE, EVENT_DTYPE, Engine
-from lltrade._records import frame_commands, seal_record
+from lltrade._records import seal_record, unpack_commands, write_commands
 from lltrade.enums import EventKind, Op
 
 if TYPE_CHECKING:
     from lltrade.config import JournalConfig
 
 __all__ = [
+    "COMMAND_TYPES",
     "DEFAULT_SEGMENT_BYTES",
     "FLAG_STATE",
     "FORMAT_VERSION",
@@ -164,6 +170,8 @@ DEFAULT_SEGMENT_BYTES: Final = 64 * 1024 * 1024
 MIN_SEGMENT_BYTES: Final = 4096
 MAX_PAYLOAD: Final = 1 << 30
 """Largest record payload (1 GiB): a larger length in a header is damage."""
+MAX_RECORD: Final = 1 << 31
+"""More than any record takes (the room of a segment that holds no record yet)."""
 FLAG_STATE: Final = 0x0001
 """Record flag: the record changes engine state (replay must understand it)."""
 
@@ -229,9 +237,14 @@ COMMAND_FINGERPRINT: Final = _command_fingerprint()
 class RecordType(IntEnum):
     """Type of a journal record (u16 on disk; 1..255 reserved for lltrade)."""
 
-    COMMANDS = 1  #: a batch of COMMAND_DTYPE rows and its receive timestamp
+    COMMANDS = 1  #: a batch of raw COMMAND_DTYPE rows and its receive timestamp (read only)
     SESSION = 2  #: a session event (JSON), for audit
     SNAPSHOT_MARK = 3  #: a snapshot covering records 1..covered_seq was taken
+    PACKED_COMMANDS = 4  #: a batch of commands, packed, and its receive timestamp
+
+
+COMMAND_TYPES: Final = frozenset({RecordType.COMMANDS, RecordType.PACKED_COMMANDS})
+"""The record types that carry a batch of commands (``Record.commands()``)."""
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -394,32 +407,63 @@ class Record:
         if self.type != rtype:
             raise TypeError(f"record {self.seq} is of type {self.type}, not {rtype.name}")
 
+    def _expect_commands(self) -> None:
+        if self.type not in COMMAND_TYPES:
+            raise TypeError(f"record {self.seq} is of type {self.type}, not a batch of commands")
+
     def _corrupt(self, what: str) -> JournalCorrupt:
         return JournalCorrupt(self.path, self.offset, f"record {self.seq}: {what}")
 
     def command_count(self) -> int:
-        """Number of command rows in a ``COMMANDS`` record."""
-        self._expect(RecordType.COMMANDS)
+        """Number of command rows in a ``PACKED_COMMANDS`` or ``COMMANDS`` record."""
+        self._expect_commands()
         if len(self.payload) < COMMANDS_PREFIX_SIZE:
-            raise self._corrupt("COMMANDS payload shorter than its 16-byte prefix")
+            raise self._corrupt("commands payload shorter than its 16-byte prefix")
         return int(_COMMANDS_PREFIX.unpack_from(self.payload)[1])
 
     @property
     def recv_ns(self) -> int:
-        """Receive timestamp (ns) of a ``COMMANDS`` record, as recorded at the edge."""
-        self._expect(RecordType.COMMANDS)
+        """Receive timestamp (ns) of a batch of commands, as recorded at the edge."""
+        self._expect_commands()
         if len(self.payload) < COMMANDS_PREFIX_SIZE:
-            raise self._corrupt("COMMANDS payload shorter than its 16-byte prefix")
+            raise self._corrupt("commands payload shorter than its 16-byte prefix")
         return int(_COMMANDS_PREFIX.unpack_from(self.payload)[0])
 
     def commands(self) -> CommandArray:
-        """The rows of a ``COMMANDS`` record: a read-only ``COMMAND_DTYPE`` array (no copy)."""
-        self._expect(RecordType.COMMANDS)
-        count = self._checked_count()
-        return np.frombuffer(self.payload, dtype=COMMAND_DTYPE, count=count, offset=16)
+        """The rows of a batch of commands as a ``COMMAND_DTYPE`` array.
+
+        Unpacked into a new array for ``PACKED_COMMANDS``; for ``COMMANDS`` a
+        read-only view of the payload (no copy).
+        """
+        self._expect_commands()
+        if self.type == RecordType.COMMANDS:
+            count = self._checked_count()
+            return np.frombuffer(self.payload, dtype=COMMAND_DTYPE, count=count, offset=16)
+        out = np.empty(self.command_count(), dtype=COMMAND_DTYPE)
+        self.unpack_into(out, 0)
+        return out
+
+    def unpack_into(self, out: CommandArray, start: int) -> int:
+        """Unpack a ``PACKED_COMMANDS`` record's rows into ``out[start:]``; how many there were.
+
+        Raises
+        ------
+        JournalCorrupt
+            The payload is not a well-formed packed batch (it passed its CRC, so
+            it was written so: a bug, or a layout this lltrade does not share).
+        ValueError
+            ``out`` has no room for the rows.
+        """
+        self._expect(RecordType.PACKED_COMMANDS)
+        if len(out) - start < self.command_count():
+            raise ValueError(f"out has no room for {self.command_count()} rows at {start}")
+        try:
+            return unpack_commands(self.payload, out, start)
+        except ValueError as exc:
+            raise self._corrupt(f"PACKED_COMMANDS: {exc}") from None
 
     def _checked_count(self) -> int:
-        """Rows of a ``COMMANDS`` payload, checked against its length."""
+        """Rows of a raw ``COMMANDS`` payload, checked against its length."""
         payload = self.payload
         if len(payload) < COMMANDS_PREFIX_SIZE:
             raise self._corrupt("COMMANDS payload shorter than its 16-byte prefix")
@@ -510,6 +554,7 @@ class JournalWriter:
         self._path = self._dir
         self._offset = 0
         self._segment_records = 0
+        self._bytes_written = 0
         self._failed: str | None = None
         self._closed_unsynced = False  # policy none: a closed segment was never synced
         self._buf = bytearray(1 << 20)
@@ -575,6 +620,11 @@ class JournalWriter:
         return self._last_sync_ns + self._interval_ns
 
     @property
+    def bytes_written(self) -> int:
+        """Bytes of records this writer has appended (headers and padding included)."""
+        return self._bytes_written
+
+    @property
     def segment_path(self) -> Path:
         """The segment being written."""
         return self._path
@@ -592,7 +642,7 @@ class JournalWriter:
     # -- appending ----------------------------------------------------------------------
 
     def append_commands(self, rows: CommandArray, recv_ns: int) -> int:
-        """Append a batch of commands as one ``COMMANDS`` record, in one ``os.write``.
+        """Append a batch of commands as one ``PACKED_COMMANDS`` record, in one ``os.write``.
 
         Parameters
         ----------
@@ -614,21 +664,34 @@ class JournalWriter:
         """
         if self._failed is not None:
             raise JournalError(self._failed)
-        if (rows.dtype is not COMMAND_DTYPE and rows.dtype != COMMAND_DTYPE) or rows.ndim != 1:
-            raise TypeError(
-                f"rows must be a 1-d array of lltrade.COMMAND_DTYPE, got {rows.dtype} "
-                f"with {rows.ndim} dimensions"
-            )
-        total = RECORD_HEADER_SIZE + COMMANDS_PREFIX_SIZE + len(rows) * ROW_SIZE
-        if total > len(self._buf):
-            self._grow(total)
         seq = self._last_seq + 1
-        # The whole record (header, prefix, rows, both CRCs) is framed in C.
+        # The whole append (packing, both CRCs, the write) is one call into C.
+        room = self._segment_bytes - self._offset if self._segment_records else MAX_RECORD
         try:
-            frame_commands(self._buf, rows, seq, recv_ns)
-        except ValueError:  # not C-contiguous
-            frame_commands(self._buf, np.ascontiguousarray(rows), seq, recv_ns)
-        return self._emit(seq, total)
+            total = write_commands(self._fd, self._buf, rows, seq, recv_ns, room)
+        except OSError as exc:
+            what = f"cannot append record {seq} to {self._path} at offset {self._offset}"
+            raise self._fail(what, exc) from exc
+        except (TypeError, ValueError):
+            if rows.dtype != COMMAND_DTYPE or rows.ndim != 1:
+                raise TypeError(
+                    f"rows must be a 1-d array of lltrade.COMMAND_DTYPE, got {rows.dtype} "
+                    f"with {rows.ndim} dimensions"
+                ) from None
+            return self.append_commands(np.ascontiguousarray(rows), recv_ns)
+        if total <= 0:  # the buffer may be too small (-bound), or the segment is full (0)
+            if total < 0:
+                self._grow(-total)
+            else:
+                self._rotate(seq)
+            return self.append_commands(rows, recv_ns)
+        self._offset += total
+        self._bytes_written += total
+        self._segment_records += 1
+        self._last_seq = seq
+        if self._sync_each:
+            self.sync()
+        return seq
 
     def append_session(self, event: dict[str, Any]) -> int:
         """Append a session event (log on, log off, ...) as JSON, for the audit trail.
@@ -704,6 +767,7 @@ class JournalWriter:
             self._rotate(seq)
         self._write(self._view[:total], seq)
         self._offset += total
+        self._bytes_written += total
         self._segment_records += 1
         self._last_seq = seq
         if self._sync_each:
@@ -1122,7 +1186,7 @@ class JournalReader:
     --------
     >>> reader = JournalReader("journal")                  # doctest: +SKIP
     >>> for record in reader:                              # doctest: +SKIP
-    ...     if record.type == RecordType.COMMANDS:
+    ...     if record.type in COMMAND_TYPES:
     ...         rows = record.commands()
     """
 
@@ -1208,7 +1272,7 @@ class JournalReader:
                 out.first_seq = record.seq
             out.records += 1
             out.by_type[record.type] += 1
-            if record.type == RecordType.COMMANDS:
+            if record.type in COMMAND_TYPES:
                 out.commands += record.command_count()
         out.last_seq = self.last_seq
         out.segments = self.segments_read
@@ -1225,8 +1289,8 @@ BatchCallback = Callable[[npt.NDArray[np.void], npt.NDArray[np.void]], None]
 the events it wrote (views valid only during the call)."""
 
 COALESCE_ROWS: Final = 4096
-"""``replay`` gathers the rows of consecutive small ``COMMANDS`` records into one
-``Engine.process`` call of about this many rows."""
+"""``replay`` gathers the rows of consecutive small batches into one ``Engine.process``
+call of about this many rows."""
 
 
 class _Runner:
@@ -1245,7 +1309,8 @@ class _Runner:
         self.on_events = on_events
         self.on_batch = on_batch
         self.commands = 0  # commands run so far
-        self.pending: list[memoryview] = []  # rows of small records, not run yet
+        # Rows of records not run yet: pending[:pending_rows].
+        self.pending = np.empty(2 * COALESCE_ROWS, dtype=COMMAND_DTYPE)
         self.pending_rows = 0
 
     def run(self, rows: CommandArray) -> None:
@@ -1270,20 +1335,36 @@ class _Runner:
             done += consumed
         self.commands += n
 
-    def add(self, rows: memoryview, count: int) -> None:
-        self.pending.append(rows)
-        self.pending_rows += count
+    def _room(self, count: int) -> int:
+        """Where the next ``count`` rows go in ``pending`` (run what is there if they don't fit)."""
+        if self.pending_rows + count > len(self.pending):
+            self.flush()
+            if count > len(self.pending):
+                self.pending = np.empty(count, dtype=COMMAND_DTYPE)
+        return self.pending_rows
+
+    def add_packed(self, record: Record, count: int) -> None:
+        at = self._room(count)
+        self.pending_rows = at + record.unpack_into(self.pending, at)
+        if self.pending_rows >= COALESCE_ROWS:
+            self.flush()
+
+    def add_raw(self, rows: CommandArray) -> None:
+        if len(rows) >= COALESCE_ROWS:  # big enough to run as it is, without a copy
+            self.flush()
+            self.run(rows)
+            return
+        at = self._room(len(rows))
+        self.pending[at : at + len(rows)] = rows
+        self.pending_rows = at + len(rows)
         if self.pending_rows >= COALESCE_ROWS:
             self.flush()
 
     def flush(self) -> None:
-        pending = self.pending
-        if not pending:
-            return
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        pending.clear()
-        self.pending_rows = 0
-        self.run(np.frombuffer(data, dtype=COMMAND_DTYPE))
+        n = self.pending_rows
+        if n:
+            self.pending_rows = 0
+            self.run(self.pending[:n])
 
 
 def replay(
@@ -1295,11 +1376,12 @@ def replay(
     events: npt.NDArray[np.void] | None = None,
     on_batch: BatchCallback | None = None,
 ) -> tuple[int, int]:
-    """Feed the journal's ``COMMANDS`` records after ``after_seq`` to ``engine.process``.
+    """Feed the journal's batches of commands after ``after_seq`` to ``engine.process``.
 
-    Records of at least :data:`COALESCE_ROWS` rows are run as they are (no
-    copy); the rows of consecutive smaller ones are gathered into one call,
-    which keeps replay fast when the daemon wrote small batches.  The engine
+    The rows of consecutive small records are gathered into one call of about
+    :data:`COALESCE_ROWS` rows, which keeps replay fast when the daemon wrote
+    small batches (raw ``COMMANDS`` records of at least that many rows are run
+    as they are, without a copy).  The engine
     is deterministic and stops only at command boundaries, so how the rows
     are cut into calls changes neither its state nor its events.
 
@@ -1341,7 +1423,7 @@ def replay(
     runner = _Runner(engine, events, on_events, on_batch)
     records = 0
     expected = after_seq + 1
-    commands_type = int(RecordType.COMMANDS)
+    packed_type, raw_type = int(RecordType.PACKED_COMMANDS), int(RecordType.COMMANDS)
     for record in reader.records(after_seq):
         if records == 0 and record.seq != expected:
             raise JournalCorrupt(
@@ -1352,13 +1434,12 @@ def replay(
             )
         records += 1
         rtype = record.type
-        if rtype == commands_type:
-            count = record._checked_count()
-            if count >= COALESCE_ROWS:
-                runner.flush()
-                runner.run(np.frombuffer(record.payload, COMMAND_DTYPE, count, 16))
-            elif count:
-                runner.add(record.payload[COMMANDS_PREFIX_SIZE:], count)
+        if rtype == packed_type:
+            count = record.command_count()
+            if count:
+                runner.add_packed(record, count)
+        elif rtype == raw_type:
+            runner.add_raw(record.commands())
         elif rtype in (RecordType.SESSION, RecordType.SNAPSHOT_MARK):
             pass
         elif record.flags & FLAG_STATE:

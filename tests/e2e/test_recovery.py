@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import os
 import random
@@ -243,9 +242,7 @@ def test_torn_tail_is_cut_and_the_rest_recovered() -> None:
     run_on("uvloop", scenario)
 
 
-def test_full_disk_refuses_orders_and_acknowledges_nothing_unjournaled(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_full_disk_refuses_orders_and_acknowledges_nothing_unjournaled() -> None:
     journal_dir = tempfile.mkdtemp(prefix="lltrade-journal-")
 
     async def scenario() -> None:
@@ -253,22 +250,16 @@ def test_full_disk_refuses_orders_and_acknowledges_nothing_unjournaled(
         admin = await h.client("admin")
         admin.send(_order(admin, 1, Side.BUY, 9_000, 1))
         await admin.expect(OrderAccepted)
-        real_write = os.write
-        journal_fd = h.daemon.journal._fd  # type: ignore[union-attr]
-
-        def full(fd: int, data: Any) -> int:
-            if fd == journal_fd:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return real_write(fd, data)
-
-        monkeypatch.setattr(os, "write", full)
+        full = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC
+        os.dup2(full, h.daemon.journal._fd)  # type: ignore[union-attr]
+        os.close(full)
         admin.send(_order(admin, 2, Side.BUY, 9_001, 1))
         refused = await admin.expect(OrderRejected)
         assert refused.reason == Reason.UNAVAILABLE
         admin.send(_order(admin, 3, Side.BUY, 9_002, 1))
         assert (await admin.expect(OrderRejected)).reason == Reason.UNAVAILABLE
         assert [o[0] for o in h.daemon.engine.book(DEMO).resting()] == [1]
-        monkeypatch.setattr(os, "write", real_write)
+        assert "No space left on device" in (h.daemon.unavailable or "")
         await h.close()
 
     run_on("uvloop", scenario)

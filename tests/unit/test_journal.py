@@ -7,11 +7,17 @@ reader reports; disk failures by monkeypatching ``os.write`` and
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
+import resource
+import signal
 import struct
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,7 @@ import lltrade
 from lltrade import COMMAND_DTYPE, EVENT_DTYPE, Op, Side
 from lltrade.cli import main as cli_main
 from lltrade.journal import (
+    COMMAND_TYPES,
     FILE_HEADER_SIZE,
     FLAG_STATE,
     RECORD_HEADER_SIZE,
@@ -168,36 +175,37 @@ def test_round_trip(tmp_path: Path, stream: np.ndarray) -> None:
     assert records[0].type == RecordType.SESSION
     assert records[0].session() == {"event": "logon", "account": 7}
     for i, (rec, rows) in enumerate(zip(records[1:-1], batches, strict=True)):
-        assert rec.type == RecordType.COMMANDS and rec.flags & FLAG_STATE
+        assert rec.type == RecordType.PACKED_COMMANDS and rec.flags & FLAG_STATE
         assert rec.recv_ns == 10**18 + i
         assert rec.command_count() == len(rows)
         got = rec.commands()
-        assert got.dtype == COMMAND_DTYPE and not got.flags.writeable
-        assert got.tobytes() == rows.tobytes()  # raw bytes, padding included
+        assert got.dtype == COMMAND_DTYPE
+        assert_same_rows(got, rows)
+        assert not got.view(np.uint8).reshape(-1, 56)[:, [49, 52, 53, 54, 55]].any()  # padding
     assert records[-1].snapshot_mark()[::2] == (42, "snapshot-00000000000000000042.llts")
-    with pytest.raises(TypeError, match="not COMMANDS"):
+    with pytest.raises(TypeError, match="not a batch of commands"):
         records[0].commands()
 
 
-def test_each_append_is_one_write(
-    tmp_path: Path, stream: np.ndarray, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_each_append_is_one_write(tmp_path: Path, stream: np.ndarray) -> None:
     writer = JournalWriter(tmp_path, "none")
-    real_write = os.write
-    sizes: list[int] = []
-
-    def counting_write(fd: int, data: Any) -> int:
-        sizes.append(len(data))
-        return real_write(fd, data)
-
-    monkeypatch.setattr(os, "write", counting_write)
+    before = write_syscalls()
     writer.append_commands(stream[:4096], 5)
     writer.append_commands(stream[4096:4097], 6)
     writer.append_session({"event": "logout"})
-    monkeypatch.undo()
+    assert write_syscalls() - before == 3  # the kernel's count of this process's writes
     writer.close()
-    assert sizes[:2] == [24 + 16 + 4096 * 56, 24 + 16 + 56]
-    assert len(sizes) == 3 and sizes[2] % 8 == 0  # padded to 8 bytes
+    sizes = [r.size for r in JournalReader(tmp_path)]
+    assert sum(sizes) == writer.bytes_written
+    assert sizes[0] < (24 + 16 + 4096 * 56) // 3  # packed: well under a third of the raw rows
+    assert all(size % 8 == 0 for size in sizes)  # padded to 8 bytes
+
+
+def write_syscalls() -> int:
+    """write(2) calls this process has made (``syscw`` of /proc/self/io)."""
+    with open("/proc/self/io") as f:
+        fields = dict(line.split(": ") for line in f.read().splitlines())
+    return int(fields["syscw"])
 
 
 def test_non_contiguous_rows_and_bad_dtype(tmp_path: Path, stream: np.ndarray) -> None:
@@ -213,8 +221,8 @@ def test_non_contiguous_rows_and_bad_dtype(tmp_path: Path, stream: np.ndarray) -
 
 def test_rotation_by_size(tmp_path: Path, stream: np.ndarray) -> None:
     batches = [stream[i : i + 100] for i in range(0, 5000, 100)]
-    big = stream[10_000:10_200]  # 11,240 bytes: more than a segment
-    with JournalWriter(tmp_path, "none", segment_bytes=16_384) as writer:
+    big = stream[10_000:12_000]  # packed, more than a segment
+    with JournalWriter(tmp_path, "none", segment_bytes=4096) as writer:
         for rows in batches[:25]:
             writer.append_commands(rows, 0)
         big_seq = writer.append_commands(big, 0)
@@ -226,14 +234,13 @@ def test_rotation_by_size(tmp_path: Path, stream: np.ndarray) -> None:
         assert path.name == f"journal-{first_seq:020d}.lltj"
         with open(path, "rb") as f:
             assert struct.unpack_from("<Q", f.read(24), 16)[0] == first_seq
-        assert path.stat().st_size <= 16_384 or first_seq == big_seq
+        assert path.stat().st_size <= 4096 or first_seq == big_seq
     # every segment holds whole records; the sequence runs on across them
     reader, seqs = records_of(tmp_path)
     assert seqs == list(range(1, 52))
     assert sum(s.records for s in reader.segments_read) == 51
-    got = b"".join(r.commands().tobytes() for r in JournalReader(tmp_path))
-    want = b"".join(r.tobytes() for r in [*batches[:25], big, *batches[25:]])
-    assert got == want
+    got = np.concatenate([r.commands() for r in JournalReader(tmp_path)])
+    assert_same_rows(got, np.concatenate([*batches[:25], big, *batches[25:]]))
 
 
 def test_writer_from_config(tmp_path: Path) -> None:
@@ -284,7 +291,7 @@ CUTS = {
     "header 1 byte": 1,
     "header 23 bytes": 23,
     "payload 1 byte": RECORD_HEADER_SIZE + 1,
-    "payload half": RECORD_HEADER_SIZE + 300,
+    "payload half": RECORD_HEADER_SIZE + 60,
     "payload but 1 byte": -1,
 }
 
@@ -387,7 +394,7 @@ def test_bad_record_header_mid_file(tmp_path: Path) -> None:
 def test_damage_at_the_end_of_a_segment_that_is_not_the_last(
     tmp_path: Path, stream: np.ndarray
 ) -> None:
-    write_journal(tmp_path, [stream[i : i + 50] for i in range(0, 1000, 50)], segment_bytes=8192)
+    write_journal(tmp_path, [stream[i : i + 50] for i in range(0, 1000, 50)], segment_bytes=4096)
     first = list_segments(tmp_path)[0]
     os.truncate(first[1], first[1].stat().st_size - 10)
     with pytest.raises(JournalCorrupt) as exc:
@@ -402,16 +409,16 @@ def test_sequence_gap_and_repeat(tmp_path: Path, stream: np.ndarray) -> None:
         with JournalWriter(path, "none") as writer:
             writer.append_commands(stream[:5], 0)
             writer.append_commands(stream[5:10], 0)
+            offset = writer.bytes_written + FILE_HEADER_SIZE  # where the third record goes
             writer._last_seq += step  # a writer bug, or a spliced file
             writer.append_commands(stream[10:15], 0)
         with pytest.raises(JournalCorrupt) as exc:
             list(JournalReader(path))
-        offset = FILE_HEADER_SIZE + 2 * (RECORD_HEADER_SIZE + 16 + 5 * 56)
         assert_corrupt(exc, last_segment(path), offset, f"sequence {kind}")
 
 
 def test_missing_segment_is_a_gap(tmp_path: Path, stream: np.ndarray) -> None:
-    write_journal(tmp_path, [stream[i : i + 50] for i in range(0, 1000, 50)], segment_bytes=8192)
+    write_journal(tmp_path, [stream[i : i + 50] for i in range(0, 1000, 50)], segment_bytes=4096)
     segments = list_segments(tmp_path)
     segments[1][1].unlink()
     with pytest.raises(JournalCorrupt) as exc:
@@ -460,7 +467,7 @@ def fdatasyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_policy_none_never_syncs(tmp_path: Path, stream: np.ndarray, fdatasyncs: list[int]) -> None:
-    with JournalWriter(tmp_path, "none", segment_bytes=8192) as writer:
+    with JournalWriter(tmp_path, "none", segment_bytes=4096) as writer:
         for i in range(0, 2000, 100):  # rotates too
             writer.append_commands(stream[i : i + 100], 0)
             assert not writer.maybe_sync(10**18)
@@ -508,38 +515,40 @@ def test_interval_rotation_syncs_the_old_segment(
     tmp_path: Path, stream: np.ndarray, fdatasyncs: list[int]
 ) -> None:
     with JournalWriter(tmp_path, "interval", segment_bytes=4096) as writer:
-        writer.append_commands(stream[:60], 0)
+        writer.append_commands(stream[:200], 0)
         assert writer.synced_seq == 0
-        writer.append_commands(stream[60:120], 0)  # does not fit: new segment
+        writer.append_commands(stream[200:400], 0)  # does not fit: new segment
         assert writer.synced_seq == 1 and len(list_segments(tmp_path)) == 2
 
 
 # -- write failures -------------------------------------------------------------------------------
 
 
-def test_full_disk_fails_the_writer(
-    tmp_path: Path, stream: np.ndarray, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Writes past ``limit`` bytes fail with EFBIG (SIGXFSZ ignored): the part below the
+    limit is written, then the kernel refuses the rest, as with a disk that fills up."""
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old_limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def test_full_disk_fails_the_writer(tmp_path: Path, stream: np.ndarray) -> None:
     writer = JournalWriter(tmp_path, "batch")
     writer.append_commands(stream[:100], 0)
     size = writer.segment_path.stat().st_size
-    real = os.write
-    calls: list[int] = []
-
-    def full(fd: int, data: Any) -> int:
-        calls.append(len(data))
-        if len(calls) == 1:  # a short write, then no more space
-            return real(fd, bytes(data)[: len(data) // 2])
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(os, "write", full)
-    with pytest.raises(JournalError, match="No space left on device") as exc:
-        writer.append_commands(stream[100:200], 0)
+    with file_size_limit(size + 500), pytest.raises(JournalError, match="File too large") as exc:
+        writer.append_commands(stream[100:300], 0)  # a short write, then no more room
     assert "record 2" in str(exc.value) and str(writer.segment_path) in str(exc.value)
     assert "stop taking orders" in str(exc.value)
     assert writer.failed and writer.last_seq == 1 and writer.error == str(exc.value)
     assert writer.segment_path.stat().st_size == size  # the partial record was dropped
-    calls.clear()
+    before = write_syscalls()
     for attempt in (
         lambda: writer.append_commands(stream[:1], 0),
         lambda: writer.append_session({}),
@@ -547,11 +556,23 @@ def test_full_disk_fails_the_writer(
     ):
         with pytest.raises(JournalError, match="journal failed"):
             attempt()
-    assert calls == []  # refused at once, nothing written
-    monkeypatch.undo()
+    assert write_syscalls() == before  # refused at once, nothing written
     writer.close()
     reader, seqs = records_of(tmp_path)
     assert seqs == [1] and reader.truncated_tail is None
+
+
+def test_no_space_left_fails_the_writer(tmp_path: Path, stream: np.ndarray) -> None:
+    writer = JournalWriter(tmp_path, "none")
+    full = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC
+    try:
+        os.dup2(full, writer._fd)
+    finally:
+        os.close(full)
+    with pytest.raises(JournalError, match=r"\[Errno 28\] No space left on device"):
+        writer.append_commands(stream[:10], 0)
+    assert writer.failed and writer.last_seq == 0
+    writer.close()
 
 
 def test_failed_fdatasync_fails_the_writer(
@@ -571,25 +592,31 @@ def test_failed_fdatasync_fails_the_writer(
     writer.close()
 
 
-def test_torn_write_from_a_crash_is_recovered(
-    tmp_path: Path, stream: np.ndarray, monkeypatch: pytest.MonkeyPatch
-) -> None:
+_DIES_MID_WRITE = """
+import resource, signal, sys
+from lltrade.journal import JournalWriter
+from lltrade.workload import WorkloadSpec, generate
+rows = generate(WorkloadSpec(commands=300, seed=1)).commands
+writer = JournalWriter(sys.argv[1], "none")
+writer.append_commands(rows[:100], 0)
+size = writer.segment_path.stat().st_size
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; the kernel's default kills
+resource.setrlimit(resource.RLIMIT_FSIZE, (size + 500, resource.RLIM_INFINITY))
+writer.append_commands(rows[100:], 0)  # 500 bytes reach the file, then SIGXFSZ kills it
+"""
+
+
+def test_torn_write_from_a_crash_is_recovered(tmp_path: Path) -> None:
     """A process killed mid-write: part of the record reached the file."""
-    writer = JournalWriter(tmp_path, "none")
-    writer.append_commands(stream[:100], 0)
-    real = os.write
-
-    def dies(fd: int, data: Any) -> int:
-        real(fd, bytes(data)[:1000])
-        raise SystemExit  # no ftruncate: the process is gone
-
-    monkeypatch.setattr(os, "write", dies)
-    with pytest.raises(SystemExit):
-        writer.append_commands(stream[100:200], 0)
-    monkeypatch.undo()
-    writer._release()
+    done = subprocess.run([sys.executable, "-c", _DIES_MID_WRITE, str(tmp_path)], timeout=60)
+    assert done.returncode == -signal.SIGXFSZ
+    path = last_segment(tmp_path)
+    (first,) = list(JournalReader(tmp_path, repair=False))
+    torn_at = first.offset + first.size
+    assert path.stat().st_size == torn_at + 500  # part of record 2 reached the file
     reader, seqs = records_of(tmp_path)
-    assert seqs == [1] and reader.truncated_tail is not None
+    assert seqs == [1] and reader.truncated_tail == (path, torn_at)
+    assert path.stat().st_size == torn_at  # cut off
 
 
 # -- replay ---------------------------------------------------------------------------------------
@@ -601,7 +628,7 @@ def test_replay_is_deterministic(tmp_path: Path, stream: np.ndarray) -> None:
     batches = random_batches(stream, seed=SEED)
     live = new_engine()
     live_events = run_live(live, batches)
-    with JournalWriter(tmp_path, "none", segment_bytes=256 * 1024) as writer:
+    with JournalWriter(tmp_path, "none", segment_bytes=64 * 1024) as writer:
         for i, rows in enumerate(batches):
             writer.append_commands(rows, 1_700_000_000_000_000_000 + i)
             if i % 7 == 0:
@@ -629,7 +656,7 @@ def test_snapshot_then_replay_equals_full_replay(tmp_path: Path, stream: np.ndar
     live_events = []
     first = 0
     cut = len(batches) // 2
-    with JournalWriter(tmp_path, "none", segment_bytes=256 * 1024) as writer:
+    with JournalWriter(tmp_path, "none", segment_bytes=64 * 1024) as writer:
         for i, rows in enumerate(batches):
             seq = writer.append_commands(rows, i)
             live_events.append(run_live(live, [rows], first))
@@ -658,7 +685,7 @@ def test_snapshot_then_replay_equals_full_replay(tmp_path: Path, stream: np.ndar
 
 
 def test_replay_needs_the_record_after_the_state(tmp_path: Path, stream: np.ndarray) -> None:
-    write_journal(tmp_path, [stream[i : i + 50] for i in range(0, 1000, 50)], segment_bytes=8192)
+    write_journal(tmp_path, [stream[i : i + 50] for i in range(0, 1000, 50)], segment_bytes=4096)
     segments = list_segments(tmp_path)
     segments[0][1].unlink()  # as if pruned, but no snapshot covers it
     with pytest.raises(JournalCorrupt, match=r"records 1\.\.\d+ are missing"):
@@ -768,7 +795,7 @@ def test_snapshot_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Non
 def test_recover_falls_back_to_an_older_snapshot(tmp_path: Path, stream: np.ndarray) -> None:
     batches = [stream[i : i + 1000] for i in range(0, 30_000, 1000)]
     live = new_engine()
-    with JournalWriter(tmp_path, "none", segment_bytes=128 * 1024) as writer:
+    with JournalWriter(tmp_path, "none", segment_bytes=32 * 1024) as writer:
         for i, rows in enumerate(batches):
             seq = writer.append_commands(rows, 0)
             run_live(live, [rows])
@@ -786,7 +813,7 @@ def test_recover_falls_back_to_an_older_snapshot(tmp_path: Path, stream: np.ndar
 
 def test_prune(tmp_path: Path, stream: np.ndarray) -> None:
     batches = [stream[i : i + 200] for i in range(0, 20_000, 200)]
-    write_journal(tmp_path, batches, segment_bytes=64 * 1024)  # ~5 records a segment
+    write_journal(tmp_path, batches, segment_bytes=16 * 1024)  # ~5 records a segment
     assert prune(tmp_path, 80) == []  # no snapshot: nothing is covered
     for seq in (20, 50, 80):
         write_snapshot(tmp_path, seq, engine_snapshot(new_engine()))
@@ -830,7 +857,7 @@ def demo_journal(tmp_path: Path, stream: np.ndarray) -> tuple[Path, lltrade.Engi
     rows = stream[:3000].copy()
     rows["symbol"] = 1
     batches = [rows[i : i + 500] for i in range(0, 3000, 500)]
-    with JournalWriter(path, "none", segment_bytes=64 * 1024) as writer:
+    with JournalWriter(path, "none", segment_bytes=16 * 1024) as writer:
         writer.append_session({"event": "logon", "account": "alice"})
         for i, b in enumerate(batches):
             writer.append_commands(b, 1_000 + i)
@@ -852,7 +879,7 @@ def test_cli_inspect(demo_journal: tuple[Path, Any], capsys: pytest.CaptureFixtu
     assert code == 0 and err == ""
     assert "7 records (records 1..7), 3,000 commands" in out
     assert "journal-00000000000000000001.lltj" in out
-    assert "records by type: COMMANDS 6, SESSION 1" in out
+    assert "records by type: SESSION 1, PACKED_COMMANDS 6" in out
     assert "snapshots: none" in out
 
 
@@ -903,7 +930,7 @@ def live_until(path: Path, seq: int) -> lltrade.Engine:
     for record in JournalReader(path):
         if record.seq > seq:
             break
-        if record.type == RecordType.COMMANDS:
+        if record.type in COMMAND_TYPES:
             run_live(engine, [record.commands()])
     return engine
 
@@ -962,28 +989,67 @@ def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert code == 0 and "0 segments, 0 records (no records)" in out
 
 
-def test_c_framing_of_commands_records_matches_the_documented_layout() -> None:
-    """_records.frame_commands gives the bytes struct + zlib.crc32 give (docs/journal.md)."""
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while v >= 0x80:
+        out.append(v & 0x7F | 0x80)
+        v >>= 7
+    return bytes(out) + bytes([v])
+
+
+def _zigzag_delta(value: int, prev: int) -> bytes:
+    d = (value - prev) & (2**64 - 1)
+    signed = d - 2**64 if d >= 2**63 else d
+    return _varint(((signed << 1) ^ (signed >> 63)) & (2**64 - 1))
+
+
+def reference_pack(rows: np.ndarray) -> bytes:
+    """The packed rows as docs/journal.md describes them, one field at a time."""
+    out = bytearray()
+    prev = dict.fromkeys(("order_id", "price", "qty", "account", "protection", "symbol"), 0)
+    for row in rows:
+        for name in prev:
+            out += _zigzag_delta(int(row[name]), prev[name])
+            prev[name] = int(row[name])
+        out += bytes(int(row[n]) for n in ("op", "side", "tif", "post_only", "stp"))
+        out += _varint(int(row["reason"]))
+    return bytes(out)
+
+
+def random_rows(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Rows whose every byte is random (extreme values, padding too)."""
+    rows = np.zeros(n, dtype=COMMAND_DTYPE)
+    raw = rows.view(np.uint8).reshape(-1)
+    raw[:] = rng.integers(0, 256, raw.size, dtype=np.uint8)
+    return rows
+
+
+def test_c_framing_of_packed_records_matches_the_documented_layout() -> None:
+    """_records.pack_commands gives the bytes struct, zlib.crc32 and the documented packing give."""
     import struct
     import zlib
 
-    from lltrade._records import frame_commands, seal_record
+    from lltrade._records import pack_commands, packed_size_bound, seal_record, unpack_commands
 
     rng = np.random.default_rng(3)
-    for n in (0, 1, 7, 300):
-        rows = np.zeros(n, dtype=COMMAND_DTYPE)
-        raw = rows.view(np.uint8).reshape(-1)
-        raw[:] = rng.integers(0, 256, raw.size, dtype=np.uint8)
-        payload = struct.pack("<qII", -5, n, COMMAND_DTYPE.itemsize) + rows.tobytes()
-        head = struct.pack("<IHHQ", len(payload), 1, 1, 2**40 + n)
+    small = generate(WorkloadSpec(commands=300, seed=2)).commands
+    for rows in (*(random_rows(rng, n) for n in (0, 1, 7, 300)), small):
+        n = len(rows)
+        payload = struct.pack("<qII", -5, n, COMMAND_DTYPE.itemsize) + reference_pack(rows)
+        padded = payload + bytes(-len(payload) % 8)
+        head = struct.pack("<IHHQ", len(payload), 4, 1, 2**40 + n)
         header_crc = zlib.crc32(head)
-        expected = head + struct.pack("<II", header_crc, zlib.crc32(payload, header_crc))
-        expected += payload
-        buf = bytearray(len(expected) + 9)
-        assert frame_commands(buf, rows, 2**40 + n, -5) == len(expected)
+        expected = head + struct.pack("<II", header_crc, zlib.crc32(padded, header_crc)) + padded
+        buf = bytearray(packed_size_bound(n) + 9)
+        assert pack_commands(buf, rows, 2**40 + n, -5) == len(expected)
         assert bytes(buf[: len(expected)]) == expected
-    with pytest.raises(ValueError, match="needs"):
-        frame_commands(bytearray(10), np.zeros(1, dtype=COMMAND_DTYPE), 1, 0)
+        out = np.ones(n + 2, dtype=COMMAND_DTYPE)
+        assert unpack_commands(payload, out, 1) == n
+        assert_same_rows(out[1 : n + 1], rows)
+        assert out[0] == np.ones(1, dtype=COMMAND_DTYPE)[0]  # untouched around the rows
+    assert len(reference_pack(small)) < 16 * len(small)  # a real stream packs to < 16 bytes a row
+    with pytest.raises(ValueError, match="may need"):
+        pack_commands(bytearray(10), np.zeros(1, dtype=COMMAND_DTYPE), 1, 0)
     # Any other record: the payload in place (padded to 8), seal_record writes the rest.
     for payload in (b"", b"x", b'{"event": "logon"}', bytes(range(256)) * 3):
         padded = payload + bytes(-len(payload) % 8)
@@ -996,9 +1062,66 @@ def test_c_framing_of_commands_records_matches_the_documented_layout() -> None:
     with pytest.raises(ValueError, match="needs"):
         seal_record(bytearray(30), 9, 2, 0, 1)
     with pytest.raises(TypeError, match="COMMAND_DTYPE"):
-        frame_commands(bytearray(100), np.zeros(3, dtype=np.int64), 1, 0)
+        pack_commands(bytearray(100), np.zeros(3, dtype=np.int64), 1, 0)
     with pytest.raises(ValueError, match="C-contiguous"):
-        frame_commands(bytearray(1000), np.zeros(4, dtype=COMMAND_DTYPE)[::2], 1, 0)
+        pack_commands(bytearray(1000), np.zeros(4, dtype=COMMAND_DTYPE)[::2], 1, 0)
+
+
+def test_unpack_refuses_malformed_packed_rows() -> None:
+    """Whatever the bytes, unpacking raises a clear ValueError or gives rows; it never
+    reads or writes outside the payload and the output (the sanitizer build checks)."""
+    from lltrade._records import unpack_commands
+
+    rows = generate(WorkloadSpec(commands=50, seed=4)).commands
+    body = reference_pack(rows)
+    prefix = struct.pack("<qII", 0, len(rows), COMMAND_DTYPE.itemsize)
+    out = np.zeros(len(rows), dtype=COMMAND_DTYPE)
+    cases = {
+        "cut off": prefix + body[:-1],
+        "do not end": prefix + body + b"\0",
+        "malformed number": prefix + b"\xff" * 11 + body[11:],
+        "cannot hold": struct.pack("<qII", 0, 10**6, 56) + body,
+        "unpack to 48 bytes": struct.pack("<qII", 0, len(rows), 48) + body,
+        "shorter than its 16-byte prefix": prefix[:15],
+    }
+    for message, payload in cases.items():
+        with pytest.raises(ValueError, match=message):
+            unpack_commands(payload, out, 0)
+    with pytest.raises(ValueError, match="out holds 50 rows"):
+        unpack_commands(prefix + body, out, 1)
+    read_only = np.zeros(50, dtype=COMMAND_DTYPE)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        unpack_commands(prefix + body, read_only, 0)
+    rng = np.random.default_rng(5)
+    for _ in range(2000):  # random damage: an error or rows, never a crash
+        damaged = bytearray(prefix + body)
+        for k in rng.integers(16, len(damaged), 3):
+            damaged[k] = int(rng.integers(0, 256))
+        with contextlib.suppress(ValueError):
+            unpack_commands(bytes(damaged), out, 0)
+
+
+def test_raw_commands_records_still_replay(tmp_path: Path) -> None:
+    """A journal of raw COMMANDS records (type 1) replays to the same state as a packed one."""
+    cmds = generate(WorkloadSpec(commands=6000, seed=6)).commands
+    batches = [cmds[i : i + n] for i, n in zip((0, 10, 5000), (10, 4990, 1000), strict=True)]
+    raw_dir, packed_dir = tmp_path / "raw", tmp_path / "packed"
+    write_journal(packed_dir, batches)
+    with JournalWriter(raw_dir, "none") as writer:
+        for rows in batches:
+            prefix = struct.pack("<qII", 1_000, len(rows), COMMAND_DTYPE.itemsize)
+            writer.append(RecordType.COMMANDS, prefix + rows.tobytes(), FLAG_STATE)
+    hashes = []
+    for path in (raw_dir, packed_dir):
+        records = list(JournalReader(path))
+        assert [r.command_count() for r in records] == [10, 4990, 1000]
+        assert_same_rows(np.concatenate([r.commands() for r in records]), cmds)
+        engine = lltrade.Engine()
+        engine.add_book(1, 1, 10_000_000)
+        assert replay(engine, JournalReader(path)) == (3, 6000)
+        hashes.append(engine.book(1).state_hash())
+    assert hashes[0] == hashes[1]
 
 
 def test_append_commands_takes_non_contiguous_rows(tmp_path: Path) -> None:

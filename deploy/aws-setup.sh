@@ -191,12 +191,12 @@ step() { say "== $*"; }
 step "packages"
 if [[ $PKG == dnf ]]; then
 	# curl comes as curl-minimal on Amazon Linux 2023: asking for curl would conflict with it.
-	run dnf install -y -q python3.11 python3.11-devel python3.11-pip gcc make zlib-devel git tar jq \
+	run dnf install -y -q python3.11 python3.11-devel python3.11-pip gcc make libdeflate-devel git tar jq \
 		logrotate irqbalance nftables
 else
 	run env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		python3 python3-venv python3-dev build-essential zlib1g-dev git ca-certificates curl jq \
+		python3 python3-venv python3-dev build-essential libdeflate-dev git ca-certificates curl jq \
 		logrotate irqbalance nftables
 fi
 

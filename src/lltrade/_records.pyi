@@ -10,3 +10,10 @@ def unpack_commands(
 def write_commands(
     fd: int, buf: bytearray, rows: npt.NDArray[np.void], seq: int, recv_ns: int, room: int
 ) -> int: ...
+def scan_packed(
+    data: bytes | bytearray | memoryview,
+    off: int,
+    seq: int,
+    out: npt.NDArray[np.void],
+    at: int,
+) -> tuple[int, int, int]: ...

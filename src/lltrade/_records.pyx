@@ -3,7 +3,7 @@
 ``pack_commands`` writes one ``PACKED_COMMANDS`` record (docs/journal.md,
 "Record") into a preallocated buffer: the 24-byte header, the 16-byte commands
 prefix, the rows packed (zigzag varint deltas, about 14 bytes for a 56-byte
-row), and both CRC-32s (zlib's, the same as ``zlib.crc32``); ``unpack_commands``
+row), and both CRC-32s (libdeflate's, the same as ``zlib.crc32``); ``unpack_commands``
 turns such a payload back into ``COMMAND_DTYPE`` rows.  ``seal_record`` writes
 the header and CRCs of any other record whose payload is already in place.
 Every field is stored little-endian byte by byte, so the bytes are the same on
@@ -32,8 +32,11 @@ cdef object _COMMAND_DTYPE = COMMAND_DTYPE     # a C global: no module lookup pe
 
 cnp.import_array()
 
-cdef extern from "zlib.h" nogil:
-    unsigned long crc32(unsigned long crc, const unsigned char* buf, unsigned int len)
+cdef extern from "libdeflate.h" nogil:
+    # CRC-32/ISO-HDLC, the same as zlib.crc32 (docs/journal.md); libdeflate picks a
+    # carry-less-multiply version at run time where the CPU has one (x86-64 PCLMUL, arm64
+    # PMULL) and a portable one elsewhere.
+    uint32_t libdeflate_crc32(uint32_t crc, const void* buf, size_t len)
 
 cdef enum:
     HEADER_SIZE = 24          # u32 length, u16 type, u16 flags, u64 seq, u32 header CRC, u32 CRC
@@ -43,6 +46,7 @@ cdef enum:
     FLAG_STATE = 1
     PACKED_ROW_MAX = 6 * 10 + 5 + 3   # six 64-bit varints, five bytes, the reason's varint
     PACKED_ROW_MIN = 6 + 5 + 1
+    MAX_PAYLOAD = 1 << 30       # lltrade.journal.MAX_PAYLOAD
 
 
 cdef inline void _le16(uint8_t* p, uint16_t v) noexcept nogil:
@@ -71,9 +75,9 @@ cdef inline void _seal(uint8_t* p, Py_ssize_t length, Py_ssize_t padded, uint16_
     _le16(p + 4, rtype)
     _le16(p + 6, flags)
     _le64(p + 8, seq)
-    header_crc = <uint32_t>crc32(0, p, HEADER_CRC_SPAN)
+    header_crc = libdeflate_crc32(0, p, HEADER_CRC_SPAN)
     _le32(p + 16, header_crc)
-    _le32(p + 20, <uint32_t>crc32(header_crc, p + HEADER_SIZE, <unsigned int>padded))
+    _le32(p + 20, libdeflate_crc32(header_crc, p + HEADER_SIZE, <size_t>padded))
 
 
 def seal_record(bytearray buf not None, Py_ssize_t length, uint16_t rtype, uint16_t flags,
@@ -365,3 +369,69 @@ def unpack_commands(const uint8_t[::1] payload not None, cnp.ndarray out, Py_ssi
     if error != NULL:
         raise ValueError((<bytes>error).decode())
     return n
+
+
+cdef inline uint32_t _get32(const uint8_t* p) noexcept nogil:
+    return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def scan_packed(const uint8_t[::1] data not None, Py_ssize_t off, uint64_t seq,
+                cnp.ndarray out, Py_ssize_t at):
+    """Verify and unpack the run of ``PACKED_COMMANDS`` records at ``data[off:]`` into ``out[at:]``.
+
+    Replay's fast path over a segment's bytes: no Python object per record.  It stops
+    before the first record that is not a whole ``PACKED_COMMANDS`` record with
+    sequence number ``seq`` (then ``seq + 1``, ...), both checksums right and rows that
+    unpack cleanly into the room left in ``out``; the caller's record-by-record path
+    deals with that one (another type, the tail, damage, or a flush of ``out``).
+
+    Returns
+    -------
+    tuple[int, int, int]
+        The offset, sequence number and row index after the last record consumed.
+    """
+    cdef Py_ssize_t size = data.shape[0]
+    cdef Py_ssize_t room = checked_rows(out, _COMMAND_DTYPE, "out", "COMMAND_DTYPE", True)
+    cdef const uint8_t* base
+    cdef const uint8_t* p
+    cdef Py_ssize_t end, length, n
+    cdef uint32_t header_crc
+    cdef uint64_t rseq
+    cdef CommandRecord* rows = <CommandRecord*>cnp.PyArray_DATA(out)
+    if off < 0 or at < 0 or at > room:
+        raise ValueError(f"off {off} and at {at} must be inside data and out")
+    if size == 0:
+        return off, seq, at
+    base = &data[0]
+    with nogil:
+        while size - off >= HEADER_SIZE:
+            p = base + off
+            length = _get32(p)
+            rseq = <uint64_t>_get32(p + 8) | (<uint64_t>_get32(p + 12) << 32)
+            if (p[4] | (p[5] << 8)) != TYPE_PACKED_COMMANDS or rseq != seq:
+                break
+            if length < PREFIX_SIZE or length > MAX_PAYLOAD:
+                break
+            end = off + HEADER_SIZE + ((length + 7) & ~7)
+            if end > size:
+                break
+            header_crc = libdeflate_crc32(0, p, HEADER_CRC_SPAN)
+            if header_crc != _get32(p + 16):
+                break
+            if libdeflate_crc32(header_crc, p + HEADER_SIZE, <size_t>(end - off - HEADER_SIZE)) \
+                    != _get32(p + 20):
+                break
+            n = _get32(p + HEADER_SIZE + 8)
+            if _get32(p + HEADER_SIZE + 12) != sizeof(CommandRecord):
+                break
+            if n * PACKED_ROW_MIN > length - PREFIX_SIZE or n > room - at:
+                break
+            if _unpack_rows(p + HEADER_SIZE + PREFIX_SIZE, p + HEADER_SIZE + length,
+                            rows + at, n) != NULL:
+                break
+            at += n
+            seq += 1
+            off = end
+    return off, seq, at

@@ -124,7 +124,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lltrade._book import COMMAND_DTYPE, EVENT_DTYPE, Engine
-from lltrade._records import seal_record, unpack_commands, write_commands
+from lltrade._records import scan_packed, seal_record, unpack_commands, write_commands
 from lltrade.enums import EventKind, Op
 
 if TYPE_CHECKING:
@@ -1051,7 +1051,9 @@ class _SegmentScan:
             " (the whole file)" if self.removed else f"; last good record {self.next_seq - 1}",
         )
 
-    def records(self) -> Iterator[Record]:
+    def records(self, sink: _Runner | None = None) -> Iterator[Record]:
+        """Yield the segment's records; with a ``sink`` that is ``ready``, runs of whole
+        ``PACKED_COMMANDS`` records are unpacked into it in C instead (not yielded)."""
         path = self.path
         try:
             data = path.read_bytes()
@@ -1075,6 +1077,16 @@ class _SegmentScan:
         torn = ""
         try:
             while off < size:
+                if sink is not None and sink.ready:
+                    off, next_seq, sink.pending_rows = scan_packed(
+                        mv, off, seq, sink.pending, sink.pending_rows
+                    )
+                    sink.records += next_seq - seq
+                    seq = next_seq
+                    if sink.pending_rows >= COALESCE_ROWS:
+                        sink.flush()
+                    if off >= size:
+                        break
                 if size - off < RECORD_HEADER_SIZE:
                     torn = f"record header truncated ({size - off} of 24 bytes)"
                     break
@@ -1213,11 +1225,13 @@ class JournalReader:
     def __iter__(self) -> Iterator[Record]:
         return self.records()
 
-    def records(self, after_seq: int = 0) -> Iterator[Record]:
+    def records(self, after_seq: int = 0, *, sink: _Runner | None = None) -> Iterator[Record]:
         """Yield the records whose sequence number is above ``after_seq``.
 
         Segments that hold only records up to ``after_seq`` (the next segment
-        starts at or before ``after_seq + 1``) are not read at all.
+        starts at or before ``after_seq + 1``) are not read at all.  ``sink``
+        is replay's: once it is ``ready``, it takes runs of command records
+        without their being yielded.
 
         Raises
         ------
@@ -1244,9 +1258,9 @@ class JournalReader:
                 )
             scan = _SegmentScan(path, first_seq, is_last=i == len(segments) - 1, repair=self.repair)
             if first_seq > after_seq:
-                yield from scan.records()
+                yield from scan.records(sink)
             else:
-                for record in scan.records():
+                for record in scan.records(sink):
                     if record.seq > after_seq:
                         yield record
             if scan.torn is not None:
@@ -1309,6 +1323,8 @@ class _Runner:
         self.on_events = on_events
         self.on_batch = on_batch
         self.commands = 0  # commands run so far
+        self.records = 0  # records the segment scans unpacked straight into pending
+        self.ready = False  # set once replay has checked where the journal resumes
         # Rows of records not run yet: pending[:pending_rows].
         self.pending = np.empty(2 * COALESCE_ROWS, dtype=COMMAND_DTYPE)
         self.pending_rows = 0
@@ -1421,18 +1437,19 @@ def replay(
         A record that changes state but whose type this lltrade does not know.
     """
     runner = _Runner(engine, events, on_events, on_batch)
-    records = 0
     expected = after_seq + 1
     packed_type, raw_type = int(RecordType.PACKED_COMMANDS), int(RecordType.COMMANDS)
-    for record in reader.records(after_seq):
-        if records == 0 and record.seq != expected:
-            raise JournalCorrupt(
-                record.path,
-                record.offset,
-                f"the journal resumes at record {record.seq} but the state covers records up "
-                f"to {after_seq}: records {expected}..{record.seq - 1} are missing",
-            )
-        records += 1
+    for record in reader.records(after_seq, sink=runner):
+        if not runner.ready:
+            if record.seq != expected:
+                raise JournalCorrupt(
+                    record.path,
+                    record.offset,
+                    f"the journal resumes at record {record.seq} but the state covers records "
+                    f"up to {after_seq}: records {expected}..{record.seq - 1} are missing",
+                )
+            runner.ready = True  # from here on the scans unpack runs of records in C
+        runner.records += 1
         rtype = record.type
         if rtype == packed_type:
             count = record.command_count()
@@ -1448,14 +1465,14 @@ def replay(
                 "which changes state but is unknown to this lltrade; replay with a newer version"
             )
     runner.flush()
-    if records == 0 and reader.last_seq is not None and reader.last_seq < after_seq:
+    if runner.records == 0 and reader.last_seq is not None and reader.last_seq < after_seq:
         log.warning(
             "the journal in %s ends at record %d, before the state (record %d)",
             reader.directory,
             reader.last_seq,
             after_seq,
         )
-    return records, runner.commands
+    return runner.records, runner.commands
 
 
 def _bigger_events(events: npt.NDArray[np.void], exc: ValueError) -> npt.NDArray[np.void]:

@@ -1131,3 +1131,74 @@ def test_append_commands_takes_non_contiguous_rows(tmp_path: Path) -> None:
         writer.append_commands(rows[::2], 7)
     (record,) = list(JournalReader(tmp_path).records())
     assert list(record.commands()["order_id"]) == [0, 2, 4]
+
+
+def test_scan_packed_stops_before_whatever_it_does_not_take_whole(tmp_path: Path) -> None:
+    """Replay's C fast path takes runs of whole, verified PACKED_COMMANDS records in sequence
+    and stops before anything else, which the record-by-record path then judges."""
+    from lltrade._records import scan_packed
+
+    cmds = generate(WorkloadSpec(commands=100, seed=7)).commands
+    with JournalWriter(tmp_path, "none") as writer:
+        for i in range(0, 40, 10):
+            writer.append_commands(cmds[i : i + 10], i)  # records 1..4
+        writer.append_session({"event": "logon"})  # record 5
+        writer.append_commands(cmds[40:100], 40)  # record 6
+    records = list(JournalReader(tmp_path))
+    data = last_segment(tmp_path).read_bytes()
+    out = np.zeros(100, dtype=COMMAND_DTYPE)
+    start = FILE_HEADER_SIZE
+
+    # four records, then the session record stops it
+    assert scan_packed(data, start, 1, out, 0) == (records[4].offset, 5, 40)
+    assert_same_rows(out[:40], cmds[:40])
+    # after it, the last record
+    assert scan_packed(data, records[5].offset, 6, out, 40) == (len(data), 7, 100)
+    assert_same_rows(out, cmds)
+    # a wrong expected sequence number, no room in out, the end of the data: nothing taken
+    assert scan_packed(data, start, 2, out, 0) == (start, 2, 0)
+    assert scan_packed(data, records[5].offset, 6, out, 41) == (records[5].offset, 6, 41)
+    assert scan_packed(data, start, 1, out, 95) == (start, 1, 95)
+    assert scan_packed(data, len(data), 7, out, 0) == (len(data), 7, 0)
+    # damage anywhere in record 3 (header, payload, padding) or a cut-off record 3
+    third = records[2]
+    for offset in (third.offset + 2, third.offset + 30, third.offset + third.size - 1):
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x40
+        assert scan_packed(bytes(damaged), start, 1, out, 0) == (third.offset, 3, 20)
+    cut = data[: third.offset + third.size - 8]
+    assert scan_packed(cut, start, 1, out, 0) == (third.offset, 3, 20)
+    with pytest.raises(ValueError, match="inside"):
+        scan_packed(data, start, 1, out, 101)
+
+
+def test_replay_through_the_fast_path_matches_record_by_record(tmp_path: Path) -> None:
+    """replay() (C scans of runs of records) gives the events and state that feeding each
+    record's commands to the engine one by one gives, whatever the mix of records."""
+    cmds = generate(WorkloadSpec(commands=20_000, seed=8)).commands
+    rng = np.random.default_rng(8)
+    with JournalWriter(tmp_path, "none", segment_bytes=16 * 1024) as writer:
+        i = 0
+        while i < len(cmds):
+            n = int(rng.choice([1, 3, 16, 200, 5000]))
+            if rng.random() < 0.2:  # the old raw form, now and then
+                rows = cmds[i : i + n]
+                prefix = struct.pack("<qII", 0, len(rows), COMMAND_DTYPE.itemsize)
+                writer.append(RecordType.COMMANDS, prefix + rows.tobytes(), FLAG_STATE)
+            else:
+                writer.append_commands(cmds[i : i + n], 0)
+            if rng.random() < 0.1:
+                writer.append_session({"event": "heartbeat"})
+            i += n
+    slow = lltrade.Engine()
+    slow.add_book(1, 1, 10_000_000)
+    want = run_live(
+        slow, [r.commands() for r in JournalReader(tmp_path) if r.type in COMMAND_TYPES]
+    )
+    fast = lltrade.Engine()
+    fast.add_book(1, 1, 10_000_000)
+    got, on_events = collector()
+    records, commands = replay(fast, JournalReader(tmp_path), on_events=on_events)
+    assert commands == len(cmds) and records == len(list(JournalReader(tmp_path)))
+    assert fast.book(1).state_hash() == slow.book(1).state_hash()
+    assert_same_events(np.concatenate(got), want)

@@ -14,7 +14,8 @@ cheaper than orders).  The daemon (``lltrade run
 --port 0``, pinned to one CPU) and the generator (pinned to another) run as
 separate processes; each row is one daemon per mode and journal setting, run
 one after the other in the same invocation, ``--repeats`` rounds interleaved,
-medians reported.
+medians reported; a row's ratio to the journal off is the median of its ratio
+to the journal-off run of the same round (slow drifts of a shared machine cancel out).
 
 Per row: orders answered per second during the measured ``--duration``
 seconds after ``--warmup``; the daemon's CPU time per answered order over the
@@ -182,7 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         per = [r["daemon_us_per_order"] for r in runs if r["daemon_us_per_order"] is not None]
         us = statistics.median(per) if per else None
         base = results.get((mode, "off"))
-        ratio = rate / statistics.median(r["rate"] for r in base) if base else None
+        # Paired: each round's rate over the journal-off rate of the same round (run next
+        # to it), then the median; slow drifts of a shared machine cancel out.
+        ratio = (
+            statistics.median(r["rate"] / b["rate"] for r, b in zip(runs, base, strict=True))
+            if base
+            else None
+        )
         limits = sorted({r["limit"] for r in runs})
         summary.append(
             {
@@ -201,8 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{'-' if us is None else f'{us:.3f}':>9} {','.join(limits)}"
         )
     print(
-        "medians of the rounds; us/order: the daemon's CPU time per answered order "
-        "(blocking mode); LOADGEN: the generator's core was saturated (a lower bound)"
+        "medians of the rounds; vs off: the median of each round's ratio to the journal "
+        "off of that round; us/order: the daemon's CPU time per answered order (blocking "
+        "mode); LOADGEN: the generator's core was saturated (a lower bound)"
     )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -34,9 +34,7 @@ from lltrade.journal import (
     JournalWriter,
     Snapshot,
     engine_snapshot,
-    prune,
     recover,
-    write_snapshot,
 )
 from lltrade.marketdata import MarketData
 from lltrade.metrics import DaemonTelemetry
@@ -68,6 +66,7 @@ from lltrade.protocol import (
 from lltrade.runtime import BusyPoll
 from lltrade.sdnotify import Notifier
 from lltrade.session import Session
+from lltrade.snapshots import SnapshotWriter
 
 log = logging.getLogger("lltrade.daemon")
 
@@ -153,6 +152,7 @@ class Daemon:
             )
         # Rebuild the books and the gate's risk state from the journal before anything else.
         self.journal: JournalWriter | None = None
+        self.snapshots: SnapshotWriter | None = None  #: writes them off the loop
         self.unavailable: str | None = None  #: why orders are refused (journal failure)
         self.commands_since_snapshot = 0
         exec_id = self._recover() if config.journal.enabled else 0
@@ -259,6 +259,7 @@ class Daemon:
         self.journal = JournalWriter(
             cfg.dir, cfg.durability, cfg.interval_ms, segment_bytes=cfg.segment_mb << 20
         )
+        self.snapshots = SnapshotWriter(self.loop, self.journal, cfg.keep_snapshots)
         log.info(
             "recovered",
             extra={
@@ -357,10 +358,19 @@ class Daemon:
             self.config.journal.interval_ms / 1000, self._interval_sync
         )
 
-    def snapshot(self) -> None:
-        """Write a snapshot of the books now (between batches) and prune what it covers."""
+    def snapshot(self, *, now: bool = False) -> None:
+        """Capture the books (between batches) and write the snapshot in the background.
+
+        The engine stalls only for the capture; :class:`SnapshotWriter` writes
+        the file and prunes in a worker thread.  While one is being written a
+        new one is not started (the next batch tries again); ``now`` (shutdown)
+        writes it here, after the one in flight.
+        """
         journal = self.journal
-        if journal is None or journal.failed:
+        snapshots = self.snapshots
+        if journal is None or journal.failed or snapshots is None:
+            return
+        if snapshots.busy and not now:
             return
         self._flush_engine()
         started = time.perf_counter()
@@ -372,19 +382,11 @@ class Daemon:
             "exec_id": self.reports.exec_id,
             "positions": self.gate.net_positions(),
         }
-        path = write_snapshot(journal.directory, seq, state, extra)
-        journal.append_snapshot_mark(seq, path)
-        deleted = prune(journal.directory, seq, keep_snapshots=self.config.journal.keep_snapshots)
         self.commands_since_snapshot = 0
-        log.info(
-            "snapshot",
-            extra={
-                "seq": seq,
-                "path": str(path),
-                "stall_ms": round(stalled * 1000, 3),
-                "pruned": len(deleted),
-            },
-        )
+        if now:
+            snapshots.write_now(seq, state, extra, stalled)
+        else:
+            snapshots.start(seq, state, extra, stalled)
 
     # =========================================================================
     # Start and stop
@@ -442,13 +444,17 @@ class Daemon:
             self._busy.stop()
         if self._interval_timer is not None:
             self._interval_timer.cancel()
+        if self.snapshots is not None:
+            await self.snapshots.settle()
         if self.journal is not None:
             if not self.journal.failed:
-                self.snapshot()  # a quick restart: replay starts from here
+                self.snapshot(now=True)  # a quick restart: replay starts from here
                 with contextlib.suppress(JournalError):
                     self.journal.sync()
             self.journal.close()
             self.journal = None
+        if self.snapshots is not None:
+            self.snapshots.close()
         if self.telemetry is not None:
             self.reports.attach_telemetry(None)
             self.telemetry.close()

@@ -630,6 +630,11 @@ class JournalWriter:
         return self._path
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return self._fd < 0
+
+    @property
     def failed(self) -> bool:
         """True once a write or sync failed: every later append raises."""
         return self._failed is not None

@@ -56,6 +56,8 @@ def test_restart_keeps_orders_cancels_orphans_and_never_reuses_ids() -> None:
         await alice.expect(OrderAccepted)
         admin.send(NewOrder(admin.next_seq(), 99, DEMO, Side.SELL, 9_020, 3, 1, False, 0))
         await admin.expect(Cancelled, lambda m: m.cl_ord_id == 99)  # IOC: traded 2, rest gone
+        assert h.daemon.snapshots is not None
+        await h.daemon.snapshots.settle()
         assert list(Path(journal_dir).glob("snapshot-*.llts")), "snapshots were taken"
         # A crash: no shutdown, no final snapshot; the writer just goes away.
         assert h.daemon.journal is not None
@@ -128,6 +130,8 @@ def test_restart_rebuilds_positions_and_open_order_counts(snapshot_every: int) -
         live["positions"] = gate.net_positions()
         live["open"] = gate.open_orders(ADMIN)
         live["next_id"] = gate.next_order_id
+        assert h.daemon.snapshots is not None
+        await h.daemon.snapshots.settle()
         assert bool(list(Path(journal_dir).glob("snapshot-*.llts"))) == bool(snapshot_every)
         assert live["positions"] == [(2, DEMO, -3), (ADMIN, DEMO, 3)]  # bob is account 2
         assert live["open"] == 3
@@ -173,9 +177,11 @@ def test_damaged_newest_snapshot_stops_start_up_unless_fallback_is_allowed() -> 
     async def scenario() -> None:
         h = await start_daemon(_config(journal_dir, snapshot_every=3))
         admin = await h.client("admin")
+        assert h.daemon.snapshots is not None
         for i in range(1, 10):
             admin.send(_order(admin, i, Side.BUY, 9_000 + i, 1))
             await admin.expect(OrderAccepted)
+            await h.daemon.snapshots.settle()  # one snapshot after every third order
         live = h.daemon.engine.book(DEMO).resting()
         assert h.daemon.journal is not None
         h.daemon.journal.close()  # a crash: no final snapshot
@@ -263,6 +269,84 @@ def test_full_disk_refuses_orders_and_acknowledges_nothing_unjournaled() -> None
         await h.close()
 
     run_on("uvloop", scenario)
+
+
+def test_snapshots_are_written_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a snapshot's file is being written (held here until the test lets it go),
+    the daemon keeps answering orders: the write and its fsyncs run in another thread."""
+    import threading
+
+    import lltrade.snapshots
+
+    journal_dir = tempfile.mkdtemp(prefix="lltrade-journal-")
+    real_write = lltrade.snapshots.write_snapshot
+    release = threading.Event()
+    writers: list[tuple[int, bool]] = []  # (thread, released in time)
+
+    def held_write(*args: Any, **kwargs: Any) -> Path:
+        writers.append((threading.get_ident(), release.wait(30)))
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(lltrade.snapshots, "write_snapshot", held_write)
+
+    async def scenario() -> None:
+        h = await start_daemon(_config(journal_dir, snapshot_every=2))
+        assert h.daemon.snapshots is not None
+        admin = await h.client("admin")
+        for i in range(1, 6):  # a snapshot starts after the 2nd; it holds until released
+            admin.send(_order(admin, i, Side.BUY, 9_000 + i, 1))
+            await admin.expect(OrderAccepted)
+        assert h.daemon.snapshots.busy and not list(Path(journal_dir).glob("snapshot-*.llts"))
+        release.set()
+        await h.daemon.snapshots.settle()
+        assert [seq for seq, _ in _snapshots(journal_dir)] == [2]
+        assert h.daemon.snapshots.written == 1
+        await h.close()  # the final snapshot, written in place
+        assert [seq for seq, _ in _snapshots(journal_dir)][-1] > 2
+
+    run_on("uvloop", scenario)
+    loop_thread = threading.get_ident()
+    assert writers[0] == (writers[0][0], True) and writers[0][0] != loop_thread
+    assert writers[-1][0] == loop_thread  # shutdown's, with nothing left to run
+
+
+def test_a_snapshot_that_cannot_be_written_stops_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import lltrade.snapshots
+    from lltrade.journal import JournalError
+
+    journal_dir = tempfile.mkdtemp(prefix="lltrade-journal-")
+
+    def no_space(*args: Any, **kwargs: Any) -> Path:
+        raise JournalError("cannot write snapshot: [Errno 28] No space left on device")
+
+    monkeypatch.setattr(lltrade.snapshots, "write_snapshot", no_space)
+
+    async def scenario() -> None:
+        h = await start_daemon(_config(journal_dir, snapshot_every=1))
+        assert h.daemon.snapshots is not None
+        admin = await h.client("admin")
+        for i in range(1, 4):
+            admin.send(_order(admin, i, Side.BUY, 9_000 + i, 1))
+            await admin.expect(OrderAccepted)
+            await h.daemon.snapshots.settle()
+        assert h.daemon.snapshots.failed == 3 and h.daemon.snapshots.written == 0
+        assert h.daemon.unavailable is None  # still taking orders
+        h.daemon.journal = None  # no final snapshot
+        await h.close()
+
+    with caplog.at_level("ERROR", "lltrade.daemon"):
+        run_on("uvloop", scenario)
+    failures = [r for r in caplog.records if r.getMessage().startswith("snapshot not written")]
+    assert len(failures) == 3 and "No space left" in failures[0].error
+    assert _offline_books(journal_dir)[DEMO] != []  # the journal has every order
+
+
+def _snapshots(journal_dir: str) -> list[tuple[int, Path]]:
+    from lltrade.journal import list_snapshots
+
+    return list_snapshots(journal_dir)
 
 
 # -- kill -9 of a real daemon process, many times ------------------------------------

@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lltrade.config import DEMO_SECRETS
 from lltrade.protocol import PROTOCOL_VERSION, Logon, encode_frame
-from roundtrip import Server, daemon_argv, machine_info
+from roundtrip import Server, daemon_argv, journal_argv, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = Path(__file__).resolve().parent / "blast.c"
@@ -83,8 +83,7 @@ def run_row(
     argv = daemon_argv(server_cpu, mode == "busy-poll", "uvloop")
     journal_dir = tempfile.mkdtemp(prefix="lltrade-peak-", dir=args.dir)
     name = f"lltrade-peak-{os.getpid()}"
-    argv += ["--telemetry-name", name, "--journal-dir", journal_dir]
-    argv += ["--no-journal"] if journal == "off" else ["--durability", journal]
+    argv += ["--telemetry-name", name, *journal_argv(journal, journal_dir)]
     all_cpus = set(os.sched_getaffinity(0))
     server = Server(f"daemon {mode} journal {journal}", argv, all_cpus)
     try:

@@ -59,6 +59,7 @@ import json
 import os
 import select
 import shlex
+import shutil
 import signal
 import socket
 import struct
@@ -470,6 +471,13 @@ def daemon_argv(cpu: int | None, busy_poll: bool, loop: str) -> list[str]:
         argv += ["--cpu", str(cpu)]
     argv += ["--busy-poll" if busy_poll else "--no-busy-poll", "--loop", loop]
     return argv
+
+
+def journal_argv(journal: str, directory: str) -> list[str]:
+    """The daemon's flags for ``--journal``: off, or a policy with its journal in ``directory``."""
+    if journal == "off":
+        return ["--no-journal"]
+    return ["--journal-dir", directory, "--durability", journal]
 
 
 def echo_argv(cpu: int | None, busy_poll: bool) -> list[str]:
@@ -1115,6 +1123,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="server modes to run, comma-separated (default blocking,busy-poll)",
     )
     p.add_argument("--no-echo", action="store_true", help="skip the echo servers")
+    p.add_argument(
+        "--journal",
+        choices=("off", "none", "batch", "interval"),
+        default="none",
+        help="the daemon's journal: off, or its durability policy, in a temporary "
+        "directory (default none, the demo configuration's)",
+    )
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="daemon loop")
     p.add_argument("--server-cpu", type=int, help="CPU of the servers (default: last usable)")
     p.add_argument("--client-cpu", type=int, help="CPU of the load generator (default: next)")
@@ -1186,7 +1201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"{what}, {args.warmup:g} s warm-up + {args.duration:g} s measured per row; orders "
-        f"alternate buy GTC / sell IOC 1 @ {price} (DEMO), account {ACCOUNT}, loop {args.loop}"
+        f"alternate buy GTC / sell IOC 1 @ {price} (DEMO), account {ACCOUNT}, loop {args.loop}, "
+        f"journal {args.journal}"
     )
     print()
 
@@ -1197,10 +1213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for mode in args.mode_list:
         busy_poll = mode == "busy-poll"
         for kind, echo in servers:
+            journal_dir = tempfile.mkdtemp(prefix="lltrade-roundtrip-journal-")
             argv = (
                 echo_argv(args.server_cpu, busy_poll)
                 if echo
                 else daemon_argv(args.server_cpu, busy_poll, args.loop)
+                + journal_argv(args.journal, journal_dir)
             )
             server = Server(f"{kind} ({mode})", argv, all_cpus)
             try:
@@ -1211,6 +1229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     latency_rows.append(measure_latency(server, echo, busy_poll, args, price))
             finally:
                 final = server.stop()
+                shutil.rmtree(journal_dir, ignore_errors=True)
             inside = final.get("read_to_write_ns")
             if inside and inside.get("count"):
                 print(

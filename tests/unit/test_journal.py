@@ -329,7 +329,7 @@ def test_torn_tail_is_cut_off_with_a_warning(
 def test_bad_checksum_on_the_last_record_is_a_torn_tail(tmp_path: Path) -> None:
     records = small_journal(tmp_path)
     path = last_segment(tmp_path)
-    flip(path, records[-1].offset + RECORD_HEADER_SIZE + 100)
+    flip(path, records[-1].offset + RECORD_HEADER_SIZE + len(records[-1].payload) // 2)
     reader, seqs = records_of(tmp_path)
     assert seqs == [1, 2, 3, 4] and reader.truncated_tail == (path, records[-1].offset)
     assert path.stat().st_size == records[-1].offset
@@ -418,7 +418,7 @@ def test_sequence_gap_and_repeat(tmp_path: Path, stream: np.ndarray) -> None:
 
 
 def test_missing_segment_is_a_gap(tmp_path: Path, stream: np.ndarray) -> None:
-    write_journal(tmp_path, [stream[i : i + 50] for i in range(0, 1000, 50)], segment_bytes=4096)
+    write_journal(tmp_path, [stream[i : i + 50] for i in range(0, 5000, 50)], segment_bytes=4096)
     segments = list_segments(tmp_path)
     segments[1][1].unlink()
     with pytest.raises(JournalCorrupt) as exc:
@@ -515,9 +515,9 @@ def test_interval_rotation_syncs_the_old_segment(
     tmp_path: Path, stream: np.ndarray, fdatasyncs: list[int]
 ) -> None:
     with JournalWriter(tmp_path, "interval", segment_bytes=4096) as writer:
-        writer.append_commands(stream[:200], 0)
-        assert writer.synced_seq == 0
-        writer.append_commands(stream[200:400], 0)  # does not fit: new segment
+        writer.append_commands(stream[:500], 0)
+        assert writer.synced_seq == 0 and 2100 < writer.bytes_written < 4096 - 64
+        writer.append_commands(stream[500:1000], 0)  # does not fit: new segment
         assert writer.synced_seq == 1 and len(list_segments(tmp_path)) == 2
 
 
@@ -897,7 +897,7 @@ def test_cli_verify(demo_journal: tuple[Path, Any], capsys: pytest.CaptureFixtur
     code, out, err = cli(capsys, "journal", "verify", "--repair", str(path))
     assert code == 0 and "(cut off)" in out and segment.stat().st_size % 8 == 0
     second = list(JournalReader(path))[1]
-    flip(second.path, second.offset + RECORD_HEADER_SIZE + 100)
+    flip(second.path, second.offset + RECORD_HEADER_SIZE + len(second.payload) // 2)
     code, out, err = cli(capsys, "journal", "verify", str(path))
     assert code == 1 and out == ""
     assert err.count("\n") == 1
@@ -997,22 +997,41 @@ def _varint(v: int) -> bytes:
     return bytes(out) + bytes([v])
 
 
-def _zigzag_delta(value: int, prev: int) -> bytes:
-    d = (value - prev) & (2**64 - 1)
+def _zigzag_delta(value: int, predicted: int) -> bytes:
+    d = (value - predicted) & (2**64 - 1)
     signed = d - 2**64 if d >= 2**63 else d
     return _varint(((signed << 1) ^ (signed >> 63)) & (2**64 - 1))
+
+
+NUMBERS = ("order_id", "price", "qty", "account", "protection", "symbol")
+FLAGS = ("op", "side", "tif", "post_only", "stp")
 
 
 def reference_pack(rows: np.ndarray) -> bytes:
     """The packed rows as docs/journal.md describes them, one field at a time."""
     out = bytearray()
-    prev = dict.fromkeys(("order_id", "price", "qty", "account", "protection", "symbol"), 0)
+    prev = dict.fromkeys((*NUMBERS, *FLAGS, "reason"), 0)
     for row in rows:
-        for name in prev:
-            out += _zigzag_delta(int(row[name]), prev[name])
-            prev[name] = int(row[name])
-        out += bytes(int(row[n]) for n in ("op", "side", "tif", "post_only", "stp"))
-        out += _varint(int(row["reason"]))
+        value = {name: int(row[name]) for name in prev}
+        mask, body = 0, bytearray()
+        for bit, name in enumerate(NUMBERS):
+            predicted = prev[name] + 1 if name == "order_id" else prev[name]
+            if value[name] != predicted:
+                mask |= 1 << bit
+                body += _zigzag_delta(value[name], predicted)
+        flags = [value[name] for name in FLAGS]
+        if flags != [prev[name] for name in FLAGS]:
+            mask |= 64
+            op, side, tif, post_only, stp = flags
+            if op < 16 and side < 4 and post_only < 2 and tif < 16 and stp < 16:
+                body += bytes([op | side << 4 | post_only << 6, tif | stp << 4])
+            else:
+                body += bytes([0x80, *flags])
+        if value["reason"] != prev["reason"]:
+            mask |= 128
+            body += _varint(value["reason"])
+        out += bytes([mask]) + body
+        prev = value
     return bytes(out)
 
 

@@ -130,6 +130,15 @@ cdef inline uint8_t* _put_delta(uint8_t* p, uint64_t d) noexcept nogil:
     return _put_varint(p, (d << 1) ^ <uint64_t>(<int64_t>d >> 63))
 
 
+cdef inline uint8_t* _put_changed(uint8_t* p, uint8_t* mask, uint8_t bit, int64_t value,
+                                  int64_t predicted) noexcept nogil:
+    """Unless ``value`` is as ``predicted``: set ``bit`` in ``mask`` and write the difference."""
+    if value == predicted:
+        return p
+    mask[0] |= bit
+    return _put_delta(p, <uint64_t>value - <uint64_t>predicted)
+
+
 cdef inline const uint8_t* _get_varint(const uint8_t* p, const uint8_t* end,
                                        uint64_t* out) noexcept nogil:
     """The varint at ``p`` into ``out``; the byte after it, or NULL if it is cut off or too long."""
@@ -149,12 +158,15 @@ cdef inline const uint8_t* _get_varint(const uint8_t* p, const uint8_t* end,
     return NULL
 
 
-cdef inline const uint8_t* _get_delta(const uint8_t* p, const uint8_t* end,
-                                      uint64_t* d) noexcept nogil:
+cdef inline const uint8_t* _add_delta(const uint8_t* p, const uint8_t* end,
+                                      int64_t* field) noexcept nogil:
+    """Add the zigzag varint at ``p`` to ``field`` (wrapping); the byte after it, or NULL."""
     cdef uint64_t z
+    if p == NULL:
+        return NULL
     p = _get_varint(p, end, &z)
     if p != NULL:
-        d[0] = (z >> 1) ^ (0 - (z & 1))
+        field[0] = <int64_t>(<uint64_t>field[0] + ((z >> 1) ^ (0 - (z & 1))))
     return p
 
 
@@ -179,24 +191,12 @@ cdef Py_ssize_t _pack_rows(uint8_t* out, const CommandRecord* rows, Py_ssize_t n
         mask = p
         p += 1
         m = 0
-        if <uint64_t>c.order_id != <uint64_t>prev.order_id + 1:
-            m |= M_ORDER_ID
-            p = _put_delta(p, <uint64_t>c.order_id - <uint64_t>prev.order_id - 1)
-        if c.price != prev.price:
-            m |= M_PRICE
-            p = _put_delta(p, <uint64_t>c.price - <uint64_t>prev.price)
-        if c.qty != prev.qty:
-            m |= M_QTY
-            p = _put_delta(p, <uint64_t>c.qty - <uint64_t>prev.qty)
-        if c.account != prev.account:
-            m |= M_ACCOUNT
-            p = _put_delta(p, <uint64_t>c.account - <uint64_t>prev.account)
-        if c.protection != prev.protection:
-            m |= M_PROTECTION
-            p = _put_delta(p, <uint64_t>c.protection - <uint64_t>prev.protection)
-        if c.symbol != prev.symbol:
-            m |= M_SYMBOL
-            p = _put_delta(p, <uint64_t><int64_t>c.symbol - <uint64_t><int64_t>prev.symbol)
+        p = _put_changed(p, &m, M_ORDER_ID, c.order_id, <int64_t>(<uint64_t>prev.order_id + 1))
+        p = _put_changed(p, &m, M_PRICE, c.price, prev.price)
+        p = _put_changed(p, &m, M_QTY, c.qty, prev.qty)
+        p = _put_changed(p, &m, M_ACCOUNT, c.account, prev.account)
+        p = _put_changed(p, &m, M_PROTECTION, c.protection, prev.protection)
+        p = _put_changed(p, &m, M_SYMBOL, c.symbol, prev.symbol)
         if not _same_flags(c, prev):
             m |= M_FLAGS
             if c.op < 16 and c.side < 4 and c.post_only < 2 and c.tif < 16 and c.stp < 16:
@@ -237,52 +237,25 @@ cdef const char* _unpack_rows(const uint8_t* p, const uint8_t* end, CommandRecor
             return "a row is cut off"
         m = p[0]
         p += 1
+        c[0] = prev[0]  # what the mask does not name is as predicted: as before, padding 0
         c.order_id = <int64_t>(<uint64_t>prev.order_id + 1)
-        c.price = prev.price
-        c.qty = prev.qty
-        c.account = prev.account
-        c.protection = prev.protection
         symbol = prev.symbol
-        c.op = prev.op
-        c.side = prev.side
-        c.tif = prev.tif
-        c.post_only = prev.post_only
-        c.stp = prev.stp
-        c.reason = prev.reason
-        c._pad0 = 0
-        c._pad1 = 0
         if m & M_ORDER_ID:
-            p = _get_delta(p, end, &d)
-            if p == NULL:
-                return "a row is cut off or holds a malformed number"
-            c.order_id = <int64_t>(<uint64_t>c.order_id + d)
+            p = _add_delta(p, end, &c.order_id)
         if m & M_PRICE:
-            p = _get_delta(p, end, &d)
-            if p == NULL:
-                return "a row is cut off or holds a malformed number"
-            c.price = <int64_t>(<uint64_t>c.price + d)
+            p = _add_delta(p, end, &c.price)
         if m & M_QTY:
-            p = _get_delta(p, end, &d)
-            if p == NULL:
-                return "a row is cut off or holds a malformed number"
-            c.qty = <int64_t>(<uint64_t>c.qty + d)
+            p = _add_delta(p, end, &c.qty)
         if m & M_ACCOUNT:
-            p = _get_delta(p, end, &d)
-            if p == NULL:
-                return "a row is cut off or holds a malformed number"
-            c.account = <int64_t>(<uint64_t>c.account + d)
+            p = _add_delta(p, end, &c.account)
         if m & M_PROTECTION:
-            p = _get_delta(p, end, &d)
-            if p == NULL:
-                return "a row is cut off or holds a malformed number"
-            c.protection = <int64_t>(<uint64_t>c.protection + d)
+            p = _add_delta(p, end, &c.protection)
         if m & M_SYMBOL:
-            p = _get_delta(p, end, &d)
-            if p == NULL:
-                return "a row is cut off or holds a malformed number"
-            symbol = <int64_t>(<uint64_t>symbol + d)
-            if symbol != <int32_t>symbol:
-                return "a symbol id does not fit 32 bits"
+            p = _add_delta(p, end, &symbol)
+        if p == NULL:
+            return "a row is cut off or holds a malformed number"
+        if symbol != <int32_t>symbol:
+            return "a symbol id does not fit 32 bits"
         c.symbol = <int32_t>symbol
         if m & M_FLAGS:
             if p >= end:

@@ -690,13 +690,7 @@ class JournalWriter:
             else:
                 self._rotate(seq)
             return self.append_commands(rows, recv_ns)
-        self._offset += total
-        self._bytes_written += total
-        self._segment_records += 1
-        self._last_seq = seq
-        if self._sync_each:
-            self.sync()
-        return seq
+        return self._appended(seq, total)
 
     def append_session(self, event: dict[str, Any]) -> int:
         """Append a session event (log on, log off, ...) as JSON, for the audit trail.
@@ -771,6 +765,10 @@ class JournalWriter:
         if self._offset + total > self._segment_bytes and self._segment_records:
             self._rotate(seq)
         self._write(self._view[:total], seq)
+        return self._appended(seq, total)
+
+    def _appended(self, seq: int, total: int) -> int:
+        """Record ``seq`` (``total`` bytes) is in the segment: count it, sync it if asked."""
         self._offset += total
         self._bytes_written += total
         self._segment_records += 1

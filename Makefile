@@ -14,7 +14,7 @@ ASAN_LIB = $(shell cc -print-file-name=libasan.so)
 all: build
 
 # -- set-up ------------------------------------------------------------------
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py | builddeps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "setuptools>=77" "Cython>=3.0.11,<4" "numpy>=2.0" wheel

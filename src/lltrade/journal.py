@@ -419,7 +419,13 @@ class Record:
         self._expect_commands()
         if len(self.payload) < COMMANDS_PREFIX_SIZE:
             raise self._corrupt("commands payload shorter than its 16-byte prefix")
-        return int(_COMMANDS_PREFIX.unpack_from(self.payload)[1])
+        count = int(_COMMANDS_PREFIX.unpack_from(self.payload)[1])
+        if self.type == RecordType.PACKED_COMMANDS and count > len(self.payload) - 16:
+            # A packed row takes a byte at least; checked before anything is sized by it.
+            raise self._corrupt(
+                f"PACKED_COMMANDS: {len(self.payload)} bytes cannot hold {count} rows"
+            )
+        return count
 
     @property
     def recv_ns(self) -> int:

@@ -1221,3 +1221,18 @@ def test_replay_through_the_fast_path_matches_record_by_record(tmp_path: Path) -
     assert commands == len(cmds) and records == len(list(JournalReader(tmp_path)))
     assert fast.book(1).state_hash() == slow.book(1).state_hash()
     assert_same_events(np.concatenate(got), want)
+
+
+def test_a_packed_count_beyond_its_payload_is_damage_not_an_allocation(tmp_path: Path) -> None:
+    """A PACKED_COMMANDS record whose count its payload cannot hold (its CRCs right, so
+    written so) is reported as damage before anything is sized by the count."""
+    with JournalWriter(tmp_path, "none") as writer:
+        writer.append(RecordType.PACKED_COMMANDS, struct.pack("<qII", 0, 2**32 - 1, 56), FLAG_STATE)
+    (record,) = list(JournalReader(tmp_path))
+    for read in (record.command_count, record.commands):
+        with pytest.raises(JournalCorrupt, match="cannot hold 4294967295 rows"):
+            read()
+    engine = lltrade.Engine()
+    engine.add_book(1, 1, 10_000_000)
+    with pytest.raises(JournalCorrupt, match="cannot hold"):
+        replay(engine, JournalReader(tmp_path))

@@ -39,7 +39,7 @@ from typing import Any, Final, NoReturn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from figures import fmt_rate
-from lltrade.cli import positive_int
+from lltrade.argtypes import positive_int, seconds
 from lltrade.config import DEMO_SECRETS, default_config
 from loadgen_machine import (
     cpu_seconds,
@@ -121,14 +121,7 @@ class Options:
         return d
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value <= 86_400:
-        raise argparse.ArgumentTypeError(f"must be in 0 .. 86400 s, got {text}")
-    return value
+SECONDS = seconds(86_400, zero=True)  # durations of a run: 0 .. a day
 
 
 def _cpu_list(text: str) -> list[int]:
@@ -169,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--processes", type=positive_int, default=d.processes, help="worker processes (1)"
     )
-    p.add_argument("--duration", type=_seconds, default=d.duration, help="measured seconds (10)")
-    p.add_argument("--warmup", type=_seconds, default=d.warmup, help="unmeasured seconds first (2)")
+    p.add_argument("--duration", type=SECONDS, default=d.duration, help="measured seconds (10)")
+    p.add_argument("--warmup", type=SECONDS, default=d.warmup, help="unmeasured seconds first (2)")
     p.add_argument(
         "--symbols", default=",".join(d.symbols), help="comma-separated symbol names (DEMO)"
     )
@@ -196,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--drain-timeout",
-        type=_seconds,
+        type=SECONDS,
         default=d.drain_timeout,
         help="seconds to wait for answers after the last send (%(default)s)",
     )

@@ -50,6 +50,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from lltrade.argtypes import listen_port, seconds
 from telemetry import __version__
 from telemetry.collector import TelemetryCollector
 from telemetry.sampler import Sampler
@@ -353,26 +354,6 @@ class Exporter:
 # -- command line ------------------------------------------------------------------------------
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError(f"must be in (0, 3600], got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {port}")
-    return port
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``lltrade-telemetry`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -382,14 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (%(default)s)")
     parser.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help="port (%(default)s; 0 = any free port)"
+        "--port",
+        type=listen_port,
+        default=DEFAULT_PORT,
+        help="port (%(default)s; 0 = any free port)",
     )
     parser.add_argument(
         "--shm-path", default=DEFAULT_SHM_PATH, help="the daemon's telemetry file (%(default)s)"
     )
     parser.add_argument(
         "--interval",
-        type=_seconds,
+        type=seconds(3600),
         default=DEFAULT_INTERVAL_S,
         help="sampling interval in seconds (%(default)s); /health turns 503 after 3 without "
         "a heartbeat",

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Final
 
+from lltrade.argtypes import listen_port, port, positive_int, seconds
 from lltrade.client import (
     Book,
     Client,
@@ -50,37 +51,6 @@ class CommandError(Exception):
 # -- arguments ------------------------------------------------------------------------------
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 1..65535, got {port}")
-    return port
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (also the load generator's)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
 def _connection_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("connection")
@@ -89,7 +59,7 @@ def _connection_options() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--port",
-        type=_port,
+        type=port,
         default=DEFAULT_PORT,
         help=f"the daemon's order-entry port (default {DEFAULT_PORT})",
     )
@@ -104,7 +74,7 @@ def _connection_options() -> argparse.ArgumentParser:
     )
     group.add_argument(
         "--timeout",
-        type=_seconds,
+        type=seconds(),
         default=5.0,
         metavar="SECONDS",
         help="time allowed for connecting and logging on (default 5)",
@@ -125,7 +95,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", metavar="FILE", help="TOML configuration (docs/daemon.md)")
     run.add_argument("--host", help="listen address (server.host)")
-    run.add_argument("--port", type=int, help="order-entry port, 0 = any free one (server.port)")
+    run.add_argument(
+        "--port", type=listen_port, help="order-entry port, 0 = any free one (server.port)"
+    )
     run.add_argument("--cpu", type=int, help="pin the daemon to this CPU (process.cpu)")
     run.add_argument("--journal-dir", metavar="DIR", help="journal directory (journal.dir)")
     run.add_argument(

@@ -194,6 +194,7 @@ def order(
 class Trading:
     refused: subprocess.CompletedProcess[str]  # trader1 with a demo secret
     bid: str  # trader1's resting bid, --wait: its acknowledgement and fill
+    bid_stderr: str  # what the bid's command said if it failed
     sold: subprocess.CompletedProcess[str]  # trader2 selling into it
     collar: subprocess.CompletedProcess[str]  # trader2 far outside the price collar
 
@@ -218,7 +219,7 @@ def traded(services: Services) -> Trading:
         sold = order(
             services, "trader2", services.secrets["trader2"], "sell", "DEMO", "5", "@", "100.20"
         )
-        rest, _ = bid.communicate(timeout=TIMEOUT)
+        rest, bid_stderr = bid.communicate(timeout=TIMEOUT)
     finally:
         if bid.poll() is None:
             bid.kill()
@@ -226,7 +227,7 @@ def traded(services: Services) -> Trading:
     collar = order(
         services, "trader2", services.secrets["trader2"], "sell", "DEMO", "1", "@", "900"
     )
-    return Trading(refused, first + rest, sold, collar)
+    return Trading(refused, first + rest, bid_stderr, sold, collar)
 
 
 def test_production_config_and_unit_command_line_run_the_daemon(
@@ -238,7 +239,7 @@ def test_production_config_and_unit_command_line_run_the_daemon(
     assert services.shm_path.exists()
     # The accounts log on with their new secrets only.
     assert traded.refused.returncode == 1 and "BAD_CREDENTIALS" in traded.refused.stderr
-    assert "accepted" in traded.bid.lower() and "fill" in traded.bid.lower(), traded.bid
+    assert "accepted" in traded.bid.lower() and "fill" in traded.bid.lower(), traded.bid_stderr
     assert traded.sold.returncode == 0, traded.sold.stderr
     assert traded.collar.returncode == 1 and "PRICE_COLLAR" in traded.collar.stderr
 

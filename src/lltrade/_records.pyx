@@ -293,9 +293,13 @@ cdef const char* _unpack_rows(const uint8_t* p, const uint8_t* end, CommandRecor
     return NULL
 
 
+cdef inline Py_ssize_t _bound(Py_ssize_t n) noexcept nogil:
+    return HEADER_SIZE + PREFIX_SIZE + n * PACKED_ROW_MAX + 7
+
+
 def packed_size_bound(Py_ssize_t n):
     """Bytes a ``PACKED_COMMANDS`` record of ``n`` rows may take at most (header included)."""
-    return HEADER_SIZE + PREFIX_SIZE + n * PACKED_ROW_MAX + 7
+    return _bound(n)
 
 
 cdef Py_ssize_t _pack_record(bytearray buf, cnp.ndarray rows, uint64_t seq,
@@ -307,7 +311,7 @@ cdef Py_ssize_t _pack_record(bytearray buf, cnp.ndarray rows, uint64_t seq,
     n = checked_rows(rows, _COMMAND_DTYPE, "rows", "COMMAND_DTYPE", False)
     if n > 0xFFFFFFFF or n * PACKED_ROW_MAX > 0xFFFFFFF0:
         raise ValueError(f"{n} rows do not fit one record")
-    if len(buf) < HEADER_SIZE + PREFIX_SIZE + n * PACKED_ROW_MAX + 7:
+    if len(buf) < _bound(n):
         return -1
     p = <uint8_t*><char*>buf
     with nogil:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import struct
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Coroutine
@@ -35,6 +38,39 @@ from lltrade.protocol import (
 
 TIMEOUT = 10.0
 LOOPS = ["asyncio", "uvloop"]
+
+
+def spawn_daemon(
+    *args: str, journal_dir: str | None = None, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], tuple[str, int], dict[str, dict[str, Any]]]:
+    """``lltrade run`` as a process of its own on a free port, its journal in ``journal_dir``
+    (a new temporary one by default); one at a time (they share a telemetry file).
+
+    Returns the process (its stderr, the JSON log, still open), the address it listens
+    on, and the log records up to ``listening`` by message (``"recovered"``, ...).
+    """
+    journal_dir = journal_dir or tempfile.mkdtemp(prefix="lltrade-journal-")
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "lltrade", "run", "--port", "0"),
+            *("--journal-dir", journal_dir),
+            # One name per test run: a daemon killed with -9 leaves its file to the next one.
+            *("--telemetry-name", f"lltrade-test-{os.getpid()}-process"),
+            *args,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stderr is not None
+    seen: dict[str, dict[str, Any]] = {}
+    for line in proc.stderr:  # JSON log lines, up to the one that tells where it listens
+        record = json.loads(line)
+        seen[record["msg"]] = record
+        if record["msg"] == "listening":
+            host, port = record["address"][:2]
+            return proc, (str(host), int(port)), seen
+    raise AssertionError(f"daemon exited with {proc.wait()} before listening")
 
 
 def make_config(**server: Any) -> Config:

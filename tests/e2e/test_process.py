@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,43 +15,12 @@ import pytest
 from lltrade import Side
 from lltrade.protocol import Cancelled, Disconnect, NewOrder, OrderAccepted, SessionReason
 
-from harness import LOOPS, RawClient
-
-
-def _start(
-    *args: str, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[str], tuple[str, int]]:
-    journal = tempfile.mkdtemp(prefix="lltrade-journal-")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lltrade",
-            "run",
-            "--port",
-            "0",
-            "--journal-dir",
-            journal,
-            "--telemetry-name",
-            f"lltrade-test-{os.getpid()}-p",
-            *args,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:  # JSON log lines; the first tells where it listens
-        record = json.loads(line)
-        if record["msg"] == "listening":
-            host, port = record["address"]
-            return proc, (host, port)
-    raise AssertionError(f"daemon exited with {proc.wait()} before listening")
+from harness import LOOPS, RawClient, spawn_daemon
 
 
 @pytest.mark.parametrize("loop_kind", LOOPS)
 def test_sigterm_tells_sessions_cancels_and_exits_0(loop_kind: str) -> None:
-    proc, address = _start("--loop", loop_kind)
+    proc, address, _ = spawn_daemon("--loop", loop_kind)
     try:
 
         async def scenario() -> list[object]:
@@ -116,7 +84,7 @@ def test_systemd_notify_ready_watchdog_and_stopping(tmp_path: Path) -> None:
     manager.bind(address)
     manager.settimeout(10)
     env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"}
-    proc, (host, port) = _start(env=env)
+    proc, (host, port), _ = spawn_daemon(env=env)
     try:
         got: list[str] = []
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import signal
@@ -21,7 +20,7 @@ from lltrade.config import default_config
 from lltrade.journal import JournalCorrupt, list_segments, recover
 from lltrade.protocol import Cancelled, Fill, NewOrder, OrderAccepted, OrderRejected
 
-from harness import RawClient, make_config, run_on, start_daemon
+from harness import RawClient, make_config, run_on, spawn_daemon, start_daemon
 
 DEMO = 1
 
@@ -352,37 +351,10 @@ def _snapshots(journal_dir: str) -> list[tuple[int, Path]]:
 # -- kill -9 of a real daemon process, many times ------------------------------------
 
 
-def _spawn(
-    journal_dir: str, *extra: str
-) -> tuple[subprocess.Popen[str], tuple[str, int], dict[str, Any]]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lltrade",
-            "run",
-            "--port",
-            "0",
-            "--journal-dir",
-            journal_dir,
-            "--durability",
-            "none",
-            "--telemetry-name",
-            f"lltrade-test-recovery-{os.getpid()}",
-            *extra,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    recovered: dict[str, Any] = {}
-    for line in proc.stderr:
-        record = json.loads(line)
-        if record["msg"] == "recovered":
-            recovered = record
-        if record["msg"] == "listening":
-            return proc, tuple(record["address"]), recovered  # type: ignore[return-value]
-    raise AssertionError(f"daemon exited with {proc.wait()} before listening")
+def _spawn(journal_dir: str, *extra: str) -> tuple[subprocess.Popen[str], tuple[str, int], Any]:
+    """A daemon process on ``journal_dir`` (durability none) and its ``recovered`` log record."""
+    proc, address, seen = spawn_daemon("--durability", "none", *extra, journal_dir=journal_dir)
+    return proc, address, seen.get("recovered", {})
 
 
 def test_kill_9_at_random_moments_loses_no_acknowledged_order() -> None:

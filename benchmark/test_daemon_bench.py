@@ -40,6 +40,7 @@ from lltrade.protocol import (
     OrderAccepted,
     encode_frame,
 )
+
 from roundtrip import (
     ACCOUNT,
     SYMBOL,

@@ -8,9 +8,7 @@ option checks and the endpoints' errors need no daemon.
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,11 +18,8 @@ from typing import Any
 
 import pytest
 
+import bench_service
 from daemon_process import running_daemon
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmark"
-sys.path.insert(0, str(BENCH))
-bench_service = importlib.import_module("bench_service")
 
 
 def _call(url: str, method: str = "GET", body: object = None) -> tuple[int, Any]:

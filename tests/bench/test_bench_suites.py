@@ -8,29 +8,14 @@ the configuration behind ``interval+ack``.  No process, no socket, no timing.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from lltrade.config import load_config
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmark" / "durability_bench.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("durability_bench", _PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["durability_bench"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-db = _load()
+import durability_bench as db
 
 
 def m(policy: str, rnd: int, rate: float, p50: float, p99: float, **kw: Any) -> Any:

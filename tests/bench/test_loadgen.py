@@ -10,7 +10,6 @@ this module starts on a free port (tmp journal, its own telemetry name).
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
 import socket
@@ -18,30 +17,22 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
 
+import loadgen
+import loadgen_machine as machine
+import loadgen_orders as orders
+import loadgen_report as report
+import loadgen_schedule as sched
+import loadgen_verdict as verdict
 from daemon_process import running_daemon
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmark"
 LOADGEN = BENCH / "loadgen.py"
-sys.path.insert(0, str(BENCH))
-
-
-def _module(name: str) -> ModuleType:
-    return importlib.import_module(name)
-
-
-sched = _module("loadgen_schedule")
-orders = _module("loadgen_orders")
-verdict = _module("loadgen_verdict")
-report = _module("loadgen_report")
-machine = _module("loadgen_machine")
-loadgen = _module("loadgen")
 
 S = 1_000_000_000
 US = 1_000

@@ -27,18 +27,16 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from matplotlib import pyplot as plt
 
+import plots
+from figures import fmt_ns, fmt_rate
+from report_inputs import BenchmarkRun, read_pytest_benchmark, read_telemetry_log
+from report_summary import Latency, TelemetryCost, find_spans, telemetry_cost
+from report_targets import TARGETS, RoundTrip, evaluate
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmark"
 DATA = Path(__file__).resolve().parent / "data"
 PLOTS = BENCH / "plots.py"
-if str(BENCH) not in sys.path:
-    sys.path.insert(0, str(BENCH))
-
-import plots  # noqa: E402
-from figures import fmt_ns, fmt_rate  # noqa: E402
-from report_inputs import BenchmarkRun, read_pytest_benchmark, read_telemetry_log  # noqa: E402
-from report_summary import Latency, TelemetryCost, find_spans, telemetry_cost  # noqa: E402
-from report_targets import TARGETS, RoundTrip, evaluate  # noqa: E402
 
 CHARTS = ["latency.png", "throughput.png", "distribution.png", "batch.png", "cpu_memory.png"]
 RUN_LOG = DATA / "telemetry-run.jsonl"

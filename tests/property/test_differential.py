@@ -16,22 +16,16 @@ reproduces it.
 """
 
 import os
-import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
-TESTS = str(Path(__file__).resolve().parents[1])
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
+import lltrade
+from lltrade.enums import EventKind, Side
 
-import lltrade  # noqa: E402
-from lltrade.enums import EventKind, Side  # noqa: E402
-
-from reference_book import ReferenceBook, format_events  # noqa: E402
-from streams import Command, CommandStream, StreamConfig, apply, as_call  # noqa: E402
+from reference_book import ReferenceBook, format_events
+from streams import Command, CommandStream, StreamConfig, apply, as_call
 
 TOTAL = int(os.environ.get("LLTRADE_DIFF_COMMANDS", "1000000"))
 SEED_BASE = int(os.environ.get("LLTRADE_DIFF_SEED", "0"))

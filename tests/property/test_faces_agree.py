@@ -12,21 +12,15 @@ engine's own books.
 
 import os
 import random
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-TESTS = str(Path(__file__).resolve().parents[1])
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
+import lltrade
+from lltrade.enums import STP, EventKind, Op, Reason, Side
 
-import lltrade  # noqa: E402
-from lltrade.enums import STP, EventKind, Op, Reason, Side  # noqa: E402
-
-from reference_book import ReferenceBook, format_events  # noqa: E402
-from streams import Command, apply, as_call, config_for_seed, stream  # noqa: E402
+from reference_book import ReferenceBook, format_events
+from streams import Command, apply, as_call, config_for_seed, stream
 
 COMMANDS = max(500, int(os.environ.get("LLTRADE_DIFF_COMMANDS", "1000000")) // 10)
 FIELDS = ("kind", "order_id", "side", "price", "qty", "remaining", "maker_id", "taker_id", "reason")

@@ -8,22 +8,15 @@ everything the queries show.  Hypothesis shrinks a failure to a short list
 of steps and prints them.
 """
 
-import sys
-from pathlib import Path
-
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-TESTS = str(Path(__file__).resolve().parents[1])
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
+import lltrade
+from lltrade.enums import STP, TIF, Op, Reason, Side
 
-import lltrade  # noqa: E402
-from lltrade.enums import STP, TIF, Op, Reason, Side  # noqa: E402
-
-from reference_book import ReferenceBook, format_events  # noqa: E402
-from streams import Command, apply, as_call  # noqa: E402
+from reference_book import ReferenceBook, format_events
+from streams import Command, apply, as_call
 
 MIN_PRICE, MAX_PRICE, TICK, LOT = 90, 110, 2, 2
 BOOK_ARGS = (MIN_PRICE, MAX_PRICE, TICK, LOT)

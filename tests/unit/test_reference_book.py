@@ -5,18 +5,12 @@ here: every expected event below is written out by hand from the doc.
 """
 
 import ctypes
-import sys
-from pathlib import Path
 
 import pytest
 
-TESTS = str(Path(__file__).resolve().parents[1])
-if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)
+from lltrade.enums import STP, TIF, EventKind, Reason, Side
 
-from lltrade.enums import STP, TIF, EventKind, Reason, Side  # noqa: E402
-
-from reference_book import ReferenceBook  # noqa: E402
+from reference_book import ReferenceBook
 
 B, S = Side.BUY, Side.SELL
 

@@ -8,11 +8,6 @@ no socket.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
@@ -21,19 +16,7 @@ from lltrade.config import default_config
 from lltrade.enums import STP, TIF, Side
 from lltrade.protocol import CLIENT_DECODER, FrameReader, NewOrder, OrderAccepted, frame
 
-_PATH = Path(__file__).resolve().parents[2] / "benchmark" / "roundtrip.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("roundtrip", _PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["roundtrip"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-rt = _load()
+import roundtrip as rt
 
 S = 1_000_000_000
 US = 1_000

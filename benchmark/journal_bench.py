@@ -7,8 +7,10 @@ batches of ``--batch`` commands and measured five ways:
 
 * **engine only**: ``Engine.process`` per batch, no journal (the baseline);
 * **journal + engine**, per durability policy (``none``, ``batch``,
-  ``interval``): each batch is appended with ``JournalWriter.append_commands``
-  (one ``os.write``; under ``batch`` an ``fdatasync`` too) and then processed,
+  ``interval``, and ``none-write``: ``none`` with one ``write(2)`` per append
+  instead of the memory-mapped segment): each batch is appended with
+  ``JournalWriter.append_commands`` (a copy into the mapped segment; under
+  ``batch`` an ``fdatasync`` too) and then processed,
   as the daemon does; under ``interval`` ``maybe_sync`` is called after every
   batch, standing in for the daemon's timer.  The overhead is against engine
   only; the latency of each append is timed too (p50, p99, max);
@@ -51,6 +53,7 @@ import numpy as np
 
 import lltrade
 from lltrade.journal import (
+    Durability,
     JournalWriter,
     engine_snapshot,
     recover,
@@ -59,8 +62,19 @@ from lltrade.journal import (
 )
 from lltrade.workload import StreamGenerator, WorkloadSpec, generate
 
-POLICIES = ("none", "batch", "interval")
+POLICIES: dict[str, tuple[Durability, bool]] = {
+    "none": ("none", True),
+    "none-write": ("none", False),  # the segment written with write(2), not mapped
+    "batch": ("batch", True),
+    "interval": ("interval", True),
+}
+"""Each measured policy: its durability, and whether the segment is memory-mapped."""
 TEN_MILLION = 10_000_000
+
+
+def open_writer(path: Path, policy: str, args: argparse.Namespace) -> JournalWriter:
+    durability, mapped = POLICIES[policy]
+    return JournalWriter(path, durability, args.interval_ms, args.segment_bytes, mapped=mapped)
 
 
 def new_engine(spec: WorkloadSpec) -> lltrade.Engine:
@@ -176,7 +190,7 @@ def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             events = [np.zeros(1 << 16, dtype=lltrade.EVENT_DTYPE)]
             latencies.clear()
             clock = time.perf_counter_ns
-            with JournalWriter(path, policy, args.interval_ms, args.segment_bytes) as writer:
+            with open_writer(path, policy, args) as writer:
                 append, maybe_sync = writer.append_commands, writer.maybe_sync
                 for rows in batches:
                     a = clock()
@@ -198,7 +212,7 @@ def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         path = root / f"ao-{policy}"
 
         def append_only(policy: str = policy, path: Path = path) -> int:
-            with JournalWriter(path, policy, args.interval_ms, args.segment_bytes) as writer:
+            with open_writer(path, policy, args) as writer:
                 append, maybe_sync = writer.append_commands, writer.maybe_sync
                 for rows in batches:
                     append(rows, time.time_ns())

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lltrade.config import DEMO_SECRETS
 from lltrade.protocol import PROTOCOL_VERSION, Logon, encode_frame
 
-from roundtrip import Server, daemon_argv, journal_argv, machine_info
+from roundtrip import JOURNALS, Server, daemon_argv, journal_argv, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = Path(__file__).resolve().parent / "blast.c"
@@ -139,7 +139,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--modes", default="blocking,busy-poll")
-    p.add_argument("--journals", default="off,none", help="off, none, batch, interval")
+    p.add_argument(
+        "--journals",
+        default="off,none",
+        help=f"comma-separated, of: {', '.join(JOURNALS)} (-write: write(2), not mmap)",
+    )
     p.add_argument("--dir", default=None, help="where the journals go (default: temp dir)")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
@@ -149,8 +153,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if m not in ("blocking", "busy-poll"):
             p.error(f"--modes: {m!r} is not blocking or busy-poll")
     for j in args.journals:
-        if j not in ("off", "none", "batch", "interval"):
-            p.error(f"--journals: {j!r} is not off, none, batch or interval")
+        if j not in JOURNALS:
+            p.error(f"--journals: {j!r} is not one of {', '.join(JOURNALS)}")
     return args
 
 

@@ -474,11 +474,18 @@ def daemon_argv(cpu: int | None, busy_poll: bool, loop: str) -> list[str]:
     return argv
 
 
+JOURNALS = ("off", "none", "batch", "interval", "none-write", "batch-write", "interval-write")
+"""The daemon's journal settings: off, or a policy (``-write``: one write(2) per batch
+instead of the memory-mapped segment)."""
+
+
 def journal_argv(journal: str, directory: str) -> list[str]:
     """The daemon's flags for ``--journal``: off, or a policy with its journal in ``directory``."""
     if journal == "off":
         return ["--no-journal"]
-    return ["--journal-dir", directory, "--durability", journal]
+    policy, _, how = journal.partition("-")
+    argv = ["--journal-dir", directory, "--durability", policy]
+    return [*argv, "--no-journal-mmap"] if how == "write" else argv
 
 
 def echo_argv(cpu: int | None, busy_poll: bool) -> list[str]:
@@ -1126,10 +1133,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-echo", action="store_true", help="skip the echo servers")
     p.add_argument(
         "--journal",
-        choices=("off", "none", "batch", "interval"),
+        choices=JOURNALS,
         default="none",
         help="the daemon's journal: off, or its durability policy, in a temporary "
-        "directory (default none, the demo configuration's)",
+        "directory (default none, the demo configuration's; -write: one write(2) per batch "
+        "instead of the memory-mapped segment)",
     )
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="daemon loop")
     p.add_argument("--server-cpu", type=int, help="CPU of the servers (default: last usable)")

@@ -20,7 +20,8 @@ cimport cython
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.errno cimport EINTR, EIO, errno
-from libc.string cimport memset, strerror
+from libc.string cimport memcpy, memset, strerror
+from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
 from posix.unistd cimport write
 
 from lltrade._arrays cimport checked_rows
@@ -38,6 +39,134 @@ cdef extern from "libdeflate.h" nogil:
     # PMULL) and a portable one elsewhere.
     uint32_t libdeflate_crc32(uint32_t crc, const void* buf, size_t len)
 
+cdef extern from *:
+    """
+    /* Orders the stores before it ahead of those after it for anything that can stop
+       this thread between them (a signal, SIGKILL): a compiler barrier, no CPU fence. */
+    static inline void lltrade_store_order(void) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
+    """
+    void lltrade_store_order() noexcept nogil
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    #include <pthread.h>
+    #include <sys/mman.h>
+    #include <unistd.h>
+    #ifndef MADV_POPULATE_WRITE
+    #define MADV_POPULATE_WRITE 23  /* Linux 5.14 */
+    #endif
+
+    /* A thread that faults a mapping's pages in, writable, ahead of the stores into it, so
+       that the writer's copies find them mapped: the page faults (and the file system's
+       work on first touch) are paid on another core.  It only ever works below `target`,
+       which the owner raises as the file is preallocated, and stops (joined) before the
+       mapping goes. */
+    typedef struct {
+        pthread_t thread;
+        pthread_mutex_t mu;
+        pthread_cond_t cv;
+        unsigned char* base;
+        size_t done;    /* [0, done) is faulted in */
+        size_t target;  /* fault in up to here */
+        int stop;
+        int running;
+    } lltrade_prefault_t;
+
+    #define LLTRADE_PREFAULT_STEP ((size_t)1 << 20)
+
+    static void lltrade_touch(unsigned char* p, size_t n, size_t page) {
+        /* Kernels before 5.14: write-fault each page with an atomic add of zero, which
+           leaves whatever the writer may be storing there as it is. */
+        size_t o;
+        for (o = 0; o < n; o += page)
+            __atomic_fetch_add(p + o, (unsigned char)0, __ATOMIC_RELAXED);
+    }
+
+    static void* lltrade_prefault_main(void* arg) {
+        lltrade_prefault_t* pf = (lltrade_prefault_t*)arg;
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        int madvise_works = 1;
+        pthread_mutex_lock(&pf->mu);
+        for (;;) {
+            size_t start, end;
+            while (!pf->stop && pf->done >= pf->target)
+                pthread_cond_wait(&pf->cv, &pf->mu);
+            if (pf->stop)
+                break;
+            start = pf->done & ~(page - 1);  /* madvise wants whole pages */
+            end = pf->target - start > LLTRADE_PREFAULT_STEP ? start + LLTRADE_PREFAULT_STEP
+                                                             : pf->target;
+            pthread_mutex_unlock(&pf->mu);
+            if (madvise_works && madvise(pf->base + start, end - start, MADV_POPULATE_WRITE)) {
+                if (errno != EINVAL) {  /* anything but "not supported here": stop */
+                    pthread_mutex_lock(&pf->mu);
+                    break;
+                }
+                madvise_works = 0;
+            }
+            if (!madvise_works)
+                lltrade_touch(pf->base + start, end - start, page);
+            pthread_mutex_lock(&pf->mu);
+            pf->done = end;
+        }
+        pthread_mutex_unlock(&pf->mu);
+        return NULL;
+    }
+
+    static int lltrade_prefault_start(lltrade_prefault_t* pf, unsigned char* base) {
+        int err;
+        pf->base = base;
+        pf->done = pf->target = 0;
+        pf->stop = 0;
+        pthread_mutex_init(&pf->mu, NULL);
+        pthread_cond_init(&pf->cv, NULL);
+        err = pthread_create(&pf->thread, NULL, lltrade_prefault_main, pf);
+        pf->running = err == 0;
+        return err;
+    }
+
+    static void lltrade_prefault_to(lltrade_prefault_t* pf, size_t target) {
+        if (!pf->running)
+            return;
+        pthread_mutex_lock(&pf->mu);
+        if (target > pf->target) {
+            pf->target = target;
+            pthread_cond_signal(&pf->cv);
+        }
+        pthread_mutex_unlock(&pf->mu);
+    }
+
+    static size_t lltrade_prefault_done(lltrade_prefault_t* pf) {
+        size_t done;
+        if (!pf->running)
+            return 0;
+        pthread_mutex_lock(&pf->mu);
+        done = pf->done;
+        pthread_mutex_unlock(&pf->mu);
+        return done;
+    }
+
+    static void lltrade_prefault_stop(lltrade_prefault_t* pf) {
+        if (!pf->running)
+            return;
+        pthread_mutex_lock(&pf->mu);
+        pf->stop = 1;
+        pthread_cond_signal(&pf->cv);
+        pthread_mutex_unlock(&pf->mu);
+        pthread_join(pf->thread, NULL);
+        pf->running = 0;
+        pthread_cond_destroy(&pf->cv);
+        pthread_mutex_destroy(&pf->mu);
+    }
+    """
+    ctypedef struct lltrade_prefault_t:
+        int running
+    int lltrade_prefault_start(lltrade_prefault_t* pf, unsigned char* base) nogil
+    void lltrade_prefault_to(lltrade_prefault_t* pf, size_t target) nogil
+    void lltrade_prefault_stop(lltrade_prefault_t* pf) nogil
+    size_t lltrade_prefault_done(lltrade_prefault_t* pf) nogil
+
 cdef enum:
     HEADER_SIZE = 24          # u32 length, u16 type, u16 flags, u64 seq, u32 header CRC, u32 CRC
     HEADER_CRC_SPAN = 16      # the header CRC covers its first 16 bytes
@@ -47,6 +176,7 @@ cdef enum:
     PACKED_ROW_MAX = 1 + 6 * 10 + 6 + 3   # mask, six 64-bit varints, raw flags, reason
     PACKED_ROW_MIN = 1                    # the mask alone
     MAX_PAYLOAD = 1 << 30       # lltrade.journal.MAX_PAYLOAD
+    PREFAULT_AHEAD = 2 << 20    # a mapped segment's pages are faulted in this far ahead
 
 
 cdef inline void _le16(uint8_t* p, uint16_t v) noexcept nogil:
@@ -512,3 +642,142 @@ def scan_packed(const uint8_t[::1] data not None, Py_ssize_t off, uint64_t seq,
             seq += 1
             off = end
     return off, seq, at
+
+
+# -- appending through a memory map ----------------------------------------------------------
+
+cdef inline void _store(uint8_t* dst, const uint8_t* rec, Py_ssize_t total) noexcept nogil:
+    """Copy the sealed record ``rec`` (``total`` bytes) to ``dst`` in the order that keeps a
+    process killed mid-copy recognisable as a torn tail (docs/journal.md, "Mapped segments"):
+    the header up to its CRC first, then the payload, and the record CRC last.  Whatever
+    prefix of that reaches the page cache, the bytes after it are the segment's zeros."""
+    memcpy(dst, rec, HEADER_SIZE - 4)
+    lltrade_store_order()
+    memcpy(dst + HEADER_SIZE, rec + HEADER_SIZE, <size_t>(total - HEADER_SIZE))
+    lltrade_store_order()
+    memcpy(dst + HEADER_SIZE - 4, rec + HEADER_SIZE - 4, 4)
+
+
+cdef class MappedSegment:
+    """A journal segment file mapped shared and writable: appending a record is a copy into
+    the page cache, with no system call (what ``write(2)`` would have put there, so it
+    survives a killed process just the same).
+
+    The caller owns the file: it preallocates it (``posix_fallocate``) ahead of the
+    stores, so no store can fault on a page the file system has no room for, and passes
+    that limit to every store.  ``size`` is the mapping's length, which may run past the
+    file's end; nothing is stored there.
+    """
+
+    cdef uint8_t* _base
+    cdef lltrade_prefault_t _prefault
+    cdef Py_ssize_t _prefault_mark    # the next store that ends past it asks for more
+    cdef readonly Py_ssize_t size
+    cdef readonly Py_ssize_t needed
+    """The size of the last record a store found no room for."""
+
+    def __cinit__(self, int fd, Py_ssize_t size):
+        cdef void* p
+        self._base = NULL
+        self._prefault.running = 0
+        if size <= 0:
+            raise ValueError(f"a mapping needs a positive size, got {size}")
+        with nogil:
+            p = mmap(NULL, <size_t>size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        if p == MAP_FAILED:
+            raise OSError(errno, (<bytes>strerror(errno)).decode())
+        self._base = <uint8_t*>p
+        self.size = size
+        self.needed = 0
+        self._prefault_mark = 0
+        # No thread (out of threads): every first touch of a page faults in the writer.
+        lltrade_prefault_start(&self._prefault, self._base)
+
+    def __dealloc__(self):
+        self._close()
+
+    cdef void _close(self) noexcept nogil:
+        lltrade_prefault_stop(&self._prefault)
+        if self._base != NULL:
+            munmap(self._base, <size_t>self.size)
+            self._base = NULL
+
+    cdef inline void _stored(self, Py_ssize_t end, Py_ssize_t limit) noexcept nogil:
+        """A store ended at ``end``: keep the pages up to PREFAULT_AHEAD past it faulted in
+        (never past ``limit``, the preallocated end of the file)."""
+        if end >= self._prefault_mark:
+            lltrade_prefault_to(&self._prefault, <size_t>min(limit, end + PREFAULT_AHEAD))
+            self._prefault_mark = end + PREFAULT_AHEAD // 2
+
+    @property
+    def closed(self):
+        """True once :meth:`close` has run."""
+        return self._base == NULL
+
+    @property
+    def prefaulted(self):
+        """Bytes from the start the background thread has faulted in so far."""
+        return lltrade_prefault_done(&self._prefault)
+
+    cdef Py_ssize_t _room(self, Py_ssize_t offset, Py_ssize_t limit) except -1:
+        if self._base == NULL:
+            raise ValueError("the segment's mapping is closed")
+        if offset < 0 or limit > self.size or offset > limit:
+            raise ValueError(f"offset {offset} and limit {limit} must lie in the "
+                             f"{self.size}-byte mapping")
+        return limit - offset
+
+    def store_commands(self, Py_ssize_t offset, Py_ssize_t limit, bytearray buf not None,
+                       cnp.ndarray rows, uint64_t seq, int64_t recv_ns):
+        """Frame the ``PACKED_COMMANDS`` record of ``rows`` in ``buf`` and store it at
+        ``offset``, if it ends at or before ``limit``.
+
+        Returns
+        -------
+        int
+            The record's size, stored; 0 if it would pass ``limit`` (nothing stored,
+            :attr:`needed` says how much room it takes); ``-packed_size_bound(n)`` if
+            ``buf`` may be too small (nothing stored: grow it and call again).
+        """
+        cdef Py_ssize_t room = self._room(offset, limit)
+        cdef Py_ssize_t total = _pack_record(buf, rows, seq, recv_ns)
+        if total < 0:
+            return -packed_size_bound(len(rows))
+        if total > room:
+            self.needed = total
+            return 0
+        cdef const uint8_t* rec = <const uint8_t*><char*>buf
+        with nogil:
+            _store(self._base + offset, rec, total)
+            self._stored(offset + total, limit)
+        return total
+
+    def store_record(self, Py_ssize_t offset, Py_ssize_t limit, bytearray buf not None,
+                     Py_ssize_t total):
+        """Store the record sealed in ``buf[:total]`` at ``offset`` if it ends at or before
+        ``limit``: its size, or 0 (nothing stored, :attr:`needed` is ``total``)."""
+        cdef Py_ssize_t room = self._room(offset, limit)
+        if total < HEADER_SIZE or total > len(buf):
+            raise ValueError(f"a record of {total} bytes in a buffer of {len(buf)}")
+        if total > room:
+            self.needed = total
+            return 0
+        cdef const uint8_t* rec = <const uint8_t*><char*>buf
+        with nogil:
+            _store(self._base + offset, rec, total)
+            self._stored(offset + total, limit)
+        return total
+
+    def prefault(self, Py_ssize_t offset, Py_ssize_t limit):
+        """The file is preallocated up to ``limit`` and the next store goes at ``offset``:
+        have the pages up to PREFAULT_AHEAD past it faulted in, in the background."""
+        self._room(offset, limit)
+        with nogil:
+            self._prefault_mark = offset
+            self._stored(offset, limit)
+
+    def close(self):
+        """Stop the prefaulting thread and unmap (what was stored stays in the file's page
+        cache).  Call it before the file is cut shorter than the mapping's preallocated end."""
+        with nogil:
+            self._close()

@@ -111,6 +111,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="journal durability policy (journal.durability)",
     )
     run.add_argument(
+        "--journal-mmap",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="append through a memory map of the segment, or with one write(2) per batch "
+        "(journal.mmap)",
+    )
+    run.add_argument(
         "--allow-snapshot-fallback",
         action="store_true",
         help="if the newest snapshot is damaged, start from an older one and replay more "
@@ -305,6 +312,8 @@ def _run_daemon(args: argparse.Namespace) -> int:
     journal: dict[str, Any] = {
         k: v for k, v in (("dir", args.journal_dir), ("durability", args.durability)) if v
     }
+    if args.journal_mmap is not None:
+        journal["mmap"] = args.journal_mmap
     if args.no_journal:
         journal["enabled"] = False
     if args.allow_snapshot_fallback:

@@ -257,7 +257,11 @@ class Daemon:
             on_snapshot=restored,
         )
         self.journal = JournalWriter(
-            cfg.dir, cfg.durability, cfg.interval_ms, segment_bytes=cfg.segment_mb << 20
+            cfg.dir,
+            cfg.durability,
+            cfg.interval_ms,
+            segment_bytes=cfg.segment_mb << 20,
+            mapped=cfg.mmap,
         )
         self.snapshots = SnapshotWriter(self.loop, self.journal, cfg.keep_snapshots)
         log.info(

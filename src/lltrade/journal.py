@@ -1,7 +1,8 @@
 """The write-ahead journal, engine snapshots and crash recovery.
 
-Every batch of engine commands is appended to the journal, with one
-``os.write``, before any of its acknowledgements leave the daemon; a restart
+Every batch of engine commands is appended to the journal, with one copy into
+the memory-mapped segment (or one ``os.write``), before any of its
+acknowledgements leave the daemon; a restart
 rebuilds the exact state from the newest valid snapshot plus a replay of the
 journal after it (``docs/journal.md``, ``DESIGN.md`` "Determinism and the
 journal").  The engine is deterministic, so the same journal gives the same
@@ -91,9 +92,11 @@ Failure handling
 ----------------
 
 * A torn record at the very tail of the last segment (a crash mid-write: a
-  truncated header or payload, a bad checksum on the last record with nothing
-  but zero bytes after it, or a zero-filled tail) is cut off with a warning
-  and reported as ``JournalReader.truncated_tail``.
+  truncated header or payload, a bad checksum on the last record or on its
+  header with nothing but zero bytes after it) is cut off with a warning and
+  reported as ``JournalReader.truncated_tail``.
+* Zero bytes from a record boundary to the end of the last segment are the
+  unused, preallocated part of a mapped segment: trimmed, not a loss.
 * Anything else (a bad checksum with data after it, a gap or repeat in
   sequence numbers, a bad file header, damage in a segment that is not the
   last) raises :class:`JournalCorrupt` naming the file and byte offset.
@@ -107,6 +110,7 @@ import contextlib
 import errno
 import fcntl
 import logging
+import mmap
 import os
 import re
 import struct
@@ -124,7 +128,14 @@ import numpy as np
 import numpy.typing as npt
 
 from lltrade._book import COMMAND_DTYPE, EVENT_DTYPE, Engine
-from lltrade._records import scan_packed, seal_record, unpack_commands, write_commands
+from lltrade._records import (
+    MappedSegment,
+    packed_size_bound,
+    scan_packed,
+    seal_record,
+    unpack_commands,
+    write_commands,
+)
 from lltrade.enums import EventKind, Op
 
 if TYPE_CHECKING:
@@ -168,6 +179,8 @@ CommandArray = npt.NDArray[np.void]
 FORMAT_VERSION: Final = 1
 DEFAULT_SEGMENT_BYTES: Final = 64 * 1024 * 1024
 MIN_SEGMENT_BYTES: Final = 4096
+PREALLOCATE_BYTES: Final = 8 * 1024 * 1024
+"""A mapped segment's file is preallocated this much ahead of the appends at a time."""
 MAX_PAYLOAD: Final = 1 << 30
 """Largest record payload (1 GiB): a larger length in a header is damage."""
 MAX_RECORD: Final = 1 << 31
@@ -529,6 +542,17 @@ class JournalWriter:
         A segment is closed and a new one started when the next record would
         take it past this size (a record larger than it gets a segment of
         its own).
+    mapped
+        Append by copying into a shared memory map of the segment, whose file
+        is preallocated (``posix_fallocate``) ``preallocate_bytes`` ahead:
+        no system call per record.  The bytes land in the same page cache as
+        with ``write(2)`` and survive a killed process the same way.  Where the
+        file cannot be preallocated or mapped (a full disk, a file system
+        without the support) the segment goes on with one ``write(2)`` per
+        record, which then fails or succeeds on its own.  False: always
+        ``write(2)``.
+    preallocate_bytes
+        How far ahead a mapped segment's file is preallocated, at a time.
 
     Raises
     ------
@@ -543,6 +567,9 @@ class JournalWriter:
         durability: Durability = "batch",
         interval_ms: int = 5,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        *,
+        mapped: bool = True,
+        preallocate_bytes: int = PREALLOCATE_BYTES,
     ) -> None:
         if durability not in ("none", "batch", "interval"):
             raise ValueError(f"durability must be none, batch or interval, got {durability!r}")
@@ -555,6 +582,10 @@ class JournalWriter:
         self._sync_each = durability == "batch"
         self._interval_ns = interval_ms * 1_000_000
         self._segment_bytes = segment_bytes
+        self._mapped = mapped
+        self._preallocate_bytes = _page_up(max(preallocate_bytes, 1))
+        self._map: MappedSegment | None = None  # None: this segment is written with write(2)
+        self._allocated = 0  # mapped: the file's preallocated size; stores stay below it
         self._fd = -1
         self._lock_fd = -1
         self._path = self._dir
@@ -585,7 +616,9 @@ class JournalWriter:
         cls, config: JournalConfig, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES
     ) -> JournalWriter:
         """A writer for the ``[journal]`` section of the configuration."""
-        return cls(config.dir, config.durability, config.interval_ms, segment_bytes)
+        return cls(
+            config.dir, config.durability, config.interval_ms, segment_bytes, mapped=config.mmap
+        )
 
     # -- state -------------------------------------------------------------------------
 
@@ -641,6 +674,11 @@ class JournalWriter:
         return self._fd < 0
 
     @property
+    def mapped(self) -> bool:
+        """True while the segment being written is appended to through a memory map."""
+        return self._map is not None
+
+    @property
     def failed(self) -> bool:
         """True once a write or sync failed: every later append raises."""
         return self._failed is not None
@@ -653,7 +691,8 @@ class JournalWriter:
     # -- appending ----------------------------------------------------------------------
 
     def append_commands(self, rows: CommandArray, recv_ns: int) -> int:
-        """Append a batch of commands as one ``PACKED_COMMANDS`` record, in one ``os.write``.
+        """Append a batch of commands as one ``PACKED_COMMANDS`` record: one copy into the
+        mapped segment, or one ``os.write``.
 
         Parameters
         ----------
@@ -676,10 +715,16 @@ class JournalWriter:
         if self._failed is not None:
             raise JournalError(self._failed)
         seq = self._last_seq + 1
-        # The whole append (packing, both CRCs, the write) is one call into C.
-        room = self._segment_bytes - self._offset if self._segment_records else MAX_RECORD
+        # The whole append (packing, both CRCs, the copy or the write) is one call into C.
+        segment = self._map
         try:
-            total = write_commands(self._fd, self._buf, rows, seq, recv_ns, room)
+            if segment is not None:
+                total = segment.store_commands(
+                    self._offset, self._allocated, self._buf, rows, seq, recv_ns
+                )
+            else:
+                room = self._segment_bytes - self._offset if self._segment_records else MAX_RECORD
+                total = write_commands(self._fd, self._buf, rows, seq, recv_ns, room)
         except OSError as exc:
             what = f"cannot append record {seq} to {self._path} at offset {self._offset}"
             raise self._fail(what, exc) from exc
@@ -690,11 +735,11 @@ class JournalWriter:
                     f"with {rows.ndim} dimensions"
                 ) from None
             return self.append_commands(np.ascontiguousarray(rows), recv_ns)
-        if total <= 0:  # the buffer may be too small (-bound), or the segment is full (0)
+        if total <= 0:  # the buffer may be too small (-bound), or there is no room (0)
             if total < 0:
                 self._grow(-total)
             else:
-                self._rotate(seq)
+                self._make_room(seq, segment.needed if segment else packed_size_bound(len(rows)))
             return self.append_commands(rows, recv_ns)
         return self._appended(seq, total)
 
@@ -767,11 +812,67 @@ class JournalWriter:
         return self._emit(seq, total)
 
     def _emit(self, seq: int, total: int) -> int:
-        """Write record ``seq``, framed in ``_buf[:total]``, rotating the segment first if full."""
+        """Write record ``seq``, framed in ``_buf[:total]``, making room for it first."""
+        segment = self._map
+        if segment is not None:
+            if segment.store_record(self._offset, self._allocated, self._buf, total):
+                return self._appended(seq, total)
+            self._make_room(seq, total)
+            return self._emit(seq, total)
         if self._offset + total > self._segment_bytes and self._segment_records:
             self._rotate(seq)
+            return self._emit(seq, total)
         self._write(self._view[:total], seq)
         return self._appended(seq, total)
+
+    def _make_room(self, seq: int, need: int) -> None:
+        """Room for a record of ``need`` bytes: more of the mapped file preallocated, the
+        next segment, or (a record larger than a whole segment) ``write(2)`` for it."""
+        segment = self._map
+        if segment is not None:
+            end = self._offset + need
+            if end <= segment.size:
+                self._preallocate(end)
+                return
+            if not self._segment_records:
+                self._unmap()  # a segment of its own, written
+                return
+        self._rotate(seq)
+
+    def _preallocate(self, end: int) -> None:
+        """Preallocate the mapped segment's file up to ``end`` at least; if the file system
+        cannot, go on with ``write(2)`` from the last record (which fails or not on its own)."""
+        segment = self._map
+        assert segment is not None
+        start = self._allocated
+        step = self._preallocate_bytes
+        target = min(segment.size, -(-end // step) * step)  # the next multiple of the step
+        try:
+            os.posix_fallocate(self._fd, start, target - start)
+        except OSError as exc:
+            log.warning(
+                "cannot preallocate %s from offset %d (%s): appending with write(2)",
+                self._path,
+                start,
+                exc.strerror or exc,
+            )
+            self._unmap()
+            return
+        self._allocated = target
+        segment.prefault(self._offset, target)
+
+    def _unmap(self) -> None:
+        """Stop appending through the map: the file is cut back to its last record (its
+        preallocated tail dropped), so that it ends where a written one would."""
+        segment, self._map = self._map, None
+        if segment is None:
+            return
+        segment.close()
+        try:
+            os.ftruncate(self._fd, self._offset)
+        except OSError as exc:
+            raise self._fail(f"cannot cut {self._path} back to offset {self._offset}", exc) from exc
+        self._allocated = self._offset
 
     def _appended(self, seq: int, total: int) -> int:
         """Record ``seq`` (``total`` bytes) is in the segment: count it, sync it if asked."""
@@ -804,6 +905,9 @@ class JournalWriter:
             "daemon must stop taking orders. Free space or fix the disk, then restart "
             "(recovery cuts off any partial record)"
         )
+        if self._map is not None:  # no store and no prefault may touch what is cut off
+            self._map.close()
+            self._map = None
         if self._fd >= 0:  # best effort: drop the partial record now
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._offset)
@@ -901,7 +1005,7 @@ class JournalWriter:
             0,
         )
         struct.pack_into("<I", header, 60, zlib.crc32(header[:60]))
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC  # RDWR: mmap
         try:
             fd = os.open(path, flags, 0o644)
         except FileExistsError:
@@ -922,9 +1026,21 @@ class JournalWriter:
                 _fsync_dir(self._dir)
         except OSError as exc:
             raise self._fail(f"cannot write the header of segment {path}", exc) from exc
-        self._offset = FILE_HEADER_SIZE
+        self._offset = self._allocated = FILE_HEADER_SIZE
+        if self._mapped:
+            self._map_segment()
+
+    def _map_segment(self) -> None:
+        """Map the new segment (its file preallocated for the first records) or say why not."""
+        try:
+            self._map = MappedSegment(self._fd, _page_up(self._segment_bytes))
+        except OSError as exc:  # out of address space, or a memlock limit under mlockall
+            log.warning("cannot map %s (%s): appending with write(2)", self._path, exc.strerror)
+            return
+        self._preallocate(FILE_HEADER_SIZE)
 
     def _rotate(self, first_seq: int) -> None:
+        self._unmap()  # a closed segment ends at its last record
         old = self._fd
         if self._durability == "none":
             self._closed_unsynced = self._synced_seq != self._last_seq
@@ -941,14 +1057,20 @@ class JournalWriter:
     # -- closing ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Sync (unless the policy is ``none`` or the writer failed) and close."""
+        """Cut a mapped segment back to its last record, sync (unless the policy is
+        ``none`` or the writer failed) and close."""
         try:
-            if self._fd >= 0 and self._failed is None and self._durability != "none":
-                self.sync()
+            if self._fd >= 0 and self._failed is None:
+                self._unmap()
+                if self._durability != "none":
+                    self.sync()
         finally:
             self._release()
 
     def _release(self) -> None:
+        if self._map is not None:  # failed: the file may keep its zero tail (recovery trims it)
+            self._map.close()
+            self._map = None
         for fd in (self._fd, self._lock_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -967,6 +1089,10 @@ class JournalWriter:
             f"last_seq={self._last_seq}, synced_seq={self._synced_seq}"
             f"{', FAILED' if self._failed else ''})"
         )
+
+
+def _page_up(n: int) -> int:
+    return -(-n // mmap.PAGESIZE) * mmap.PAGESIZE
 
 
 def _unlink(path: Path) -> None:
@@ -1008,6 +1134,7 @@ class _SegmentScan:
         self.created_ns = 0
         self.size = 0
         self.torn: tuple[Path, int] | None = None
+        self.unused = 0  # bytes of zeros after the last record (a mapped segment's tail)
         self.removed = False
 
     def _corrupt(self, offset: int, what: str) -> JournalCorrupt:
@@ -1031,7 +1158,48 @@ class _SegmentScan:
                 cut,
             )
             return
-        lock_fd = -1 if self.locked else _lock(self.path.parent, "cut off a torn tail")
+        self._cut(offset, "the torn tail")
+        log.warning(
+            "torn record at the tail of %s at offset %d (%s): cut off %d bytes%s",
+            self.path,
+            offset,
+            what,
+            cut,
+            " (the whole file)" if self.removed else f"; last good record {self.next_seq - 1}",
+        )
+
+    def _unused_tail(self, data: bytes, offset: int) -> None:
+        """Zeros from the record boundary at ``offset`` to the end: the part of a mapped
+        segment's preallocated file its writer had not reached (docs/journal.md, "Mapped
+        segments").  Nothing was lost; recovery trims it so that the file ends at its
+        last record, like a segment its writer closed."""
+        if not self.is_last:
+            raise self._corrupt(offset, "zero-filled tail, and later segments follow")
+        self.unused = len(data) - offset
+        if not self.repair:
+            return
+        lock_fd = -1
+        if not self.locked:
+            try:
+                lock_fd = _lock(self.path.parent, "trim it")
+            except JournalError:
+                return  # a writer has it open: the zeros are its preallocation, in use
+        try:
+            self._cut(offset, "the unused preallocated tail", locked=True)
+        finally:
+            if lock_fd >= 0:
+                os.close(lock_fd)
+        log.info(
+            "trimmed %d bytes of unused preallocated space after record %d from %s",
+            self.unused,
+            self.next_seq - 1,
+            self.path,
+        )
+
+    def _cut(self, offset: int, what: str, *, locked: bool = False) -> None:
+        """Cut the segment at ``offset`` (remove it at 0), under the directory's lock."""
+        locked = locked or self.locked
+        lock_fd = -1 if locked else _lock(self.path.parent, f"cut off {what}")
         try:
             if offset <= 0:
                 self.path.unlink()
@@ -1045,20 +1213,11 @@ class _SegmentScan:
                     os.close(fd)
         except OSError as exc:
             raise JournalError(
-                f"cannot cut off the torn tail of {self.path} at offset {offset}: "
-                f"{exc.strerror or exc}"
+                f"cannot cut off {what} of {self.path} at offset {offset}: {exc.strerror or exc}"
             ) from None
         finally:
             if lock_fd >= 0:
                 os.close(lock_fd)
-        log.warning(
-            "torn record at the tail of %s at offset %d (%s): cut off %d bytes%s",
-            self.path,
-            offset,
-            what,
-            cut,
-            " (the whole file)" if self.removed else f"; last good record {self.next_seq - 1}",
-        )
 
     def records(self, sink: _Runner | None = None) -> Iterator[Record]:
         """Yield the segment's records; with a ``sink`` that is ``ready``, runs of whole
@@ -1084,6 +1243,7 @@ class _SegmentScan:
         unpack = _RECORD_HEADER.unpack_from
         crc32 = zlib.crc32
         torn = ""
+        unused = False
         try:
             while off < size:
                 if sink is not None and sink.ready:
@@ -1102,7 +1262,10 @@ class _SegmentScan:
                 length, rtype, flags, rseq, header_crc, crc = unpack(data, off)
                 if crc32(mv[off : off + 16]) != header_crc:
                     if _all_zero(data, off):
-                        torn = "zero-filled tail"
+                        unused = True
+                        break
+                    if _all_zero(data, off + RECORD_HEADER_SIZE):
+                        torn = "record header cut short"  # a mapped store stopped in it
                         break
                     raise self._corrupt(
                         off, f"record header checksum mismatch (expected record {seq})"
@@ -1132,6 +1295,8 @@ class _SegmentScan:
             self.records_seen = seq - first
         if torn:
             self._torn(data, off, torn)
+        elif unused:
+            self._unused_tail(data, off)
 
     def _check_header(self, data: bytes) -> None:
         (magic, version, header_size, _flags, first_seq, created, row_size, fingerprint) = (
@@ -1195,6 +1360,9 @@ class JournalReader:
     last segment is cut off (``repair=True``) or only reported
     (``repair=False``), with a warning either way, and recorded in
     :attr:`truncated_tail`; any other damage raises :class:`JournalCorrupt`.
+    Zeros after the last record of the last segment are the unused part of a
+    mapped segment's preallocated file, not damage: trimmed when repairing,
+    otherwise left alone.
 
     Parameters
     ----------
@@ -1276,7 +1444,9 @@ class JournalReader:
                 self.truncated_tail = scan.torn
             if not scan.removed:
                 self.segments_read.append(
-                    SegmentSummary(path, first_seq, scan.created_ns, scan.records_seen, scan.size)
+                    SegmentSummary(
+                        path, first_seq, scan.created_ns, scan.records_seen, scan.size - scan.unused
+                    )
                 )
             expected = scan.next_seq
             self.last_seq = scan.next_seq - 1

@@ -6,7 +6,7 @@ import pytest
 
 from lltrade import Reason, Side
 from lltrade._telemetry import TelemetryReader, default_path
-from lltrade.journal import FILE_HEADER_SIZE, list_segments
+from lltrade.journal import JournalReader
 from lltrade.protocol import Fill, NewOrder, OrderAccepted, OrderRejected
 
 from harness import LOOPS, make_config, run_on, start_daemon
@@ -34,9 +34,7 @@ def test_counters_histograms_and_gauges_follow_the_trading(loop_kind: str) -> No
         assert c["orders_in"] == 2  # commands the engine ran (the collar reject never got there)
         journal = h.daemon.journal
         assert journal is not None and c["journal_records"] >= 2
-        on_disk = sum(
-            p.stat().st_size - FILE_HEADER_SIZE for _, p in list_segments(journal.directory)
-        )
+        on_disk = sum(r.size for r in JournalReader(journal.directory, repair=False))
         assert c["journal_bytes"] == on_disk > 0  # every record, headers and padding included
         assert g["open_orders"] == 1 and g["sessions"] == 2
         assert g['best_bid{symbol="DEMO"}'] == 10_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -247,27 +248,46 @@ def test_torn_tail_is_cut_and_the_rest_recovered() -> None:
     run_on("uvloop", scenario)
 
 
-def test_full_disk_refuses_orders_and_acknowledges_nothing_unjournaled() -> None:
+@pytest.mark.parametrize("mapped", [False, True], ids=["write", "mapped"])
+def test_full_disk_refuses_orders_and_acknowledges_nothing_unjournaled(mapped: bool) -> None:
     journal_dir = tempfile.mkdtemp(prefix="lltrade-journal-")
 
     async def scenario() -> None:
-        h = await start_daemon(_config(journal_dir))
+        h = await start_daemon(_config(journal_dir, mmap=mapped))
+        journal = h.daemon.journal
+        assert journal is not None and journal.mapped == mapped
         admin = await h.client("admin")
         admin.send(_order(admin, 1, Side.BUY, 9_000, 1))
         await admin.expect(OrderAccepted)
-        full = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC
-        os.dup2(full, h.daemon.journal._fd)  # type: ignore[union-attr]
-        os.close(full)
-        admin.send(_order(admin, 2, Side.BUY, 9_001, 1))
-        refused = await admin.expect(OrderRejected)
-        assert refused.reason == Reason.UNAVAILABLE
-        admin.send(_order(admin, 3, Side.BUY, 9_002, 1))
-        assert (await admin.expect(OrderRejected)).reason == Reason.UNAVAILABLE
+        if mapped:
+            # The preallocated part used up (as after 8 MiB of orders); the file system
+            # refuses more: preallocation fails, then the write(2) it falls back to.
+            os.ftruncate(journal._fd, journal._offset)
+            journal._allocated = journal._offset
+            limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (journal._offset, limits[1]))  # no SIGXFSZ
+        else:
+            full = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC
+            os.dup2(full, journal._fd)
+            os.close(full)
+        try:
+            admin.send(_order(admin, 2, Side.BUY, 9_001, 1))
+            refused = await admin.expect(OrderRejected)
+            assert refused.reason == Reason.UNAVAILABLE
+            admin.send(_order(admin, 3, Side.BUY, 9_002, 1))
+            assert (await admin.expect(OrderRejected)).reason == Reason.UNAVAILABLE
+        finally:
+            if mapped:
+                resource.setrlimit(resource.RLIMIT_FSIZE, limits)
         assert [o[0] for o in h.daemon.engine.book(DEMO).resting()] == [1]
-        assert "No space left on device" in (h.daemon.unavailable or "")
+        why = "File too large" if mapped else "No space left on device"
+        assert why in (h.daemon.unavailable or "")
         await h.close()
 
     run_on("uvloop", scenario)
+    engine = default_config().new_engine()  # what was acknowledged is in the journal
+    recover(engine, journal_dir)
+    assert [o[0] for o in engine.book(DEMO).resting()] == [1]
 
 
 def test_snapshots_are_written_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:

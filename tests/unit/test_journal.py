@@ -187,14 +187,20 @@ def test_round_trip(tmp_path: Path, stream: np.ndarray) -> None:
         records[0].commands()
 
 
-def test_each_append_is_one_write(tmp_path: Path, stream: np.ndarray) -> None:
-    writer = JournalWriter(tmp_path, "none")
+@pytest.mark.parametrize("mapped", [False, True], ids=["write", "mapped"])
+def test_each_append_is_one_write_or_a_copy(
+    tmp_path: Path, stream: np.ndarray, mapped: bool
+) -> None:
+    writer = JournalWriter(tmp_path, "none", mapped=mapped)
+    assert writer.mapped == mapped
     before = write_syscalls()
     writer.append_commands(stream[:4096], 5)
     writer.append_commands(stream[4096:4097], 6)
     writer.append_session({"event": "logout"})
-    assert write_syscalls() - before == 3  # the kernel's count of this process's writes
+    # the kernel's count of this process's writes: mapped, appends are copies
+    assert write_syscalls() - before == (0 if mapped else 3)
     writer.close()
+    assert writer.segment_path.stat().st_size == FILE_HEADER_SIZE + writer.bytes_written
     sizes = [r.size for r in JournalReader(tmp_path)]
     assert sum(sizes) == writer.bytes_written
     assert sizes[0] < (24 + 16 + 4096 * 56) // 3  # packed: well under a third of the raw rows
@@ -219,10 +225,11 @@ def test_non_contiguous_rows_and_bad_dtype(tmp_path: Path, stream: np.ndarray) -
     assert recs[1].command_count() == 0
 
 
-def test_rotation_by_size(tmp_path: Path, stream: np.ndarray) -> None:
+@pytest.mark.parametrize("mapped", [False, True], ids=["write", "mapped"])
+def test_rotation_by_size(tmp_path: Path, stream: np.ndarray, mapped: bool) -> None:
     batches = [stream[i : i + 100] for i in range(0, 5000, 100)]
     big = stream[10_000:12_000]  # packed, more than a segment
-    with JournalWriter(tmp_path, "none", segment_bytes=4096) as writer:
+    with JournalWriter(tmp_path, "none", segment_bytes=4096, mapped=mapped) as writer:
         for rows in batches[:25]:
             writer.append_commands(rows, 0)
         big_seq = writer.append_commands(big, 0)
@@ -335,25 +342,109 @@ def test_bad_checksum_on_the_last_record_is_a_torn_tail(tmp_path: Path) -> None:
     assert path.stat().st_size == records[-1].offset
 
 
-def test_zero_filled_tail_is_a_torn_tail(tmp_path: Path) -> None:
+def test_zero_filled_tail_is_unused_space_not_a_torn_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Zeros from a record boundary on: what a mapped segment's writer had preallocated
+    but not reached when it was killed.  Nothing is lost; recovery trims it quietly."""
     records = small_journal(tmp_path)
     path = last_segment(tmp_path)
     size = path.stat().st_size
     with open(path, "ab") as f:
-        f.write(bytes(4096))  # a file system that grew the file but lost the data
-    reader, seqs = records_of(tmp_path)
-    assert seqs == [1, 2, 3, 4, 5] and reader.truncated_tail == (path, size)
+        f.write(bytes(4096))
+    with caplog.at_level(logging.INFO, "lltrade.journal"):
+        reader, seqs = records_of(tmp_path, repair=False)
+    assert seqs == [1, 2, 3, 4, 5] and reader.truncated_tail is None
+    assert path.stat().st_size == size + 4096  # a look changes nothing
+    assert reader.segments_read[-1].bytes == size
+    with caplog.at_level(logging.INFO, "lltrade.journal"):
+        reader, seqs = records_of(tmp_path)
+    assert seqs == [1, 2, 3, 4, 5] and reader.truncated_tail is None
     assert path.stat().st_size == size == records[-1].offset + records[-1].size
+    assert "trimmed 4096 bytes of unused preallocated space after record 5" in caplog.text
+    assert "torn" not in caplog.text
 
 
-def test_torn_segment_header_removes_the_new_segment(tmp_path: Path) -> None:
-    small_journal(tmp_path)
-    torn = tmp_path / "journal-00000000000000000006.lltj"
-    torn.write_bytes(b"LLTJ\r\n")  # crash while a new segment was being started
+def test_zero_filled_tail_of_a_segment_that_is_not_the_last_is_damage(
+    tmp_path: Path, stream: np.ndarray
+) -> None:
+    write_journal(tmp_path, [stream[i : i + 50] for i in range(0, 1000, 50)], segment_bytes=4096)
+    first = list_segments(tmp_path)[0][1]
+    size = first.stat().st_size
+    with open(first, "ab") as f:
+        f.write(bytes(4096))
+    with pytest.raises(JournalCorrupt, match="zero-filled tail, and later segments") as exc:
+        records_of(tmp_path)
+    assert exc.value.path == first and exc.value.offset == size
+
+
+# How far the copy of the last record into a mapped segment got when the process was
+# killed: the header up to its CRC first, then the payload, the record CRC last
+# (_records._store), with the segment's zeros after whatever was stored.
+MAPPED_CUTS = {
+    "header 1 byte": (1, None),
+    "header 19 bytes": (19, None),
+    "header": (20, None),
+    "header, half the payload": (20, 0.5),
+    "header, payload, no record CRC": (20, 1.0),
+}
+
+
+_KILLED_WHILE_MAPPED = """
+import os, signal, sys
+from lltrade.journal import JournalWriter
+from lltrade.workload import WorkloadSpec, generate
+rows = generate(WorkloadSpec(commands=300, seed=1)).commands
+writer = JournalWriter(sys.argv[1], "none")
+assert writer.mapped
+for batch in (rows[:50], rows[50:60], rows[60:200]):
+    writer.append_commands(batch, 0)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def killed_mapped_writer(directory: Path) -> tuple[Path, list[Record]]:
+    """A journal whose mapped writer was killed after three appends: its segment, as the
+    kill left it (preallocated, zeros after the records), and the records."""
+    done = subprocess.run([sys.executable, "-c", _KILLED_WHILE_MAPPED, str(directory)], timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    path = last_segment(directory)
+    records = list(JournalReader(directory, repair=False))
+    assert [r.seq for r in records] == [1, 2, 3]
+    assert path.stat().st_size >= records[-1].offset + records[-1].size + 4096
+    return path, records
+
+
+def test_a_killed_mapped_writer_loses_nothing(tmp_path: Path, stream: np.ndarray) -> None:
+    path, records = killed_mapped_writer(tmp_path)
+    end = records[-1].offset + records[-1].size
     reader, seqs = records_of(tmp_path)
-    assert seqs == [1, 2, 3, 4, 5]
-    assert reader.truncated_tail == (torn, 0) and not torn.exists()
-    assert reader.last_seq == 5
+    assert seqs == [1, 2, 3] and reader.truncated_tail is None
+    assert path.stat().st_size == end  # the unused preallocation trimmed
+    with JournalWriter(tmp_path, "none") as writer:
+        assert writer.append_commands(stream[:5], 0) == 4
+
+
+@pytest.mark.parametrize("cut", MAPPED_CUTS.values(), ids=MAPPED_CUTS.keys())
+def test_a_store_cut_short_in_a_mapped_segment_is_a_torn_tail(
+    tmp_path: Path, cut: tuple[int, float | None]
+) -> None:
+    path, records = killed_mapped_writer(tmp_path)
+    last = records[-1]
+    data = bytearray(path.read_bytes())
+    record = bytes(data[last.offset : last.offset + last.size])
+    data[last.offset : last.offset + last.size] = bytes(last.size)
+    header, part = cut
+    data[last.offset : last.offset + header] = record[:header]
+    if part is not None:
+        end = RECORD_HEADER_SIZE + int((last.size - RECORD_HEADER_SIZE) * part)
+        data[last.offset + RECORD_HEADER_SIZE : last.offset + end] = record[RECORD_HEADER_SIZE:end]
+    path.write_bytes(data)
+    reader, seqs = records_of(tmp_path, repair=False)
+    assert seqs == [1, 2] and reader.truncated_tail == (path, last.offset)
+    reader, seqs = records_of(tmp_path)
+    assert seqs == [1, 2] and reader.truncated_tail == (path, last.offset)
+    assert path.stat().st_size == last.offset
 
 
 # -- corruption ---------------------------------------------------------------------------------
@@ -539,7 +630,7 @@ def file_size_limit(limit: int) -> Iterator[None]:
 
 
 def test_full_disk_fails_the_writer(tmp_path: Path, stream: np.ndarray) -> None:
-    writer = JournalWriter(tmp_path, "batch")
+    writer = JournalWriter(tmp_path, "batch", mapped=False)
     writer.append_commands(stream[:100], 0)
     size = writer.segment_path.stat().st_size
     with file_size_limit(size + 500), pytest.raises(JournalError, match="File too large") as exc:
@@ -562,8 +653,51 @@ def test_full_disk_fails_the_writer(tmp_path: Path, stream: np.ndarray) -> None:
     assert seqs == [1] and reader.truncated_tail is None
 
 
+def test_full_disk_under_a_mapped_segment_falls_back_to_write_then_fails(
+    tmp_path: Path, stream: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file cannot be preallocated further: the segment goes on with write(2) from
+    its last record, which writes what fits and fails like any full disk."""
+    writer = JournalWriter(tmp_path, "batch", preallocate_bytes=4096)
+    writer.append_commands(stream[:100], 0)
+    assert writer.mapped
+    size = writer.segment_path.stat().st_size  # preallocated: 4096 bytes
+    assert size == 4096 > FILE_HEADER_SIZE + writer.bytes_written
+    with (
+        caplog.at_level(logging.WARNING, "lltrade.journal"),
+        file_size_limit(size + 500),
+        pytest.raises(JournalError, match="File too large") as exc,
+    ):
+        writer.append_commands(stream[100:2000], 0)  # past the preallocated end
+    assert "cannot preallocate" in caplog.text and "appending with write(2)" in caplog.text
+    assert "record 2" in str(exc.value) and "stop taking orders" in str(exc.value)
+    assert writer.failed and not writer.mapped and writer.last_seq == 1
+    end = FILE_HEADER_SIZE + writer.bytes_written
+    assert writer.segment_path.stat().st_size == end  # no zeros, no partial record
+    writer.close()
+    reader, seqs = records_of(tmp_path)
+    assert seqs == [1] and reader.truncated_tail is None
+
+
+def test_mapped_segment_grows_its_preallocation_as_it_fills(
+    tmp_path: Path, stream: np.ndarray
+) -> None:
+    with JournalWriter(tmp_path, "none", preallocate_bytes=4096) as writer:
+        sizes = set()
+        for i in range(0, 20_000, 500):
+            writer.append_commands(stream[i : i + 500], i)
+            assert writer.mapped
+            size = writer.segment_path.stat().st_size
+            assert size % 4096 == 0 and size >= FILE_HEADER_SIZE + writer.bytes_written
+            sizes.add(size)
+        assert len(sizes) > 5  # grown a page at a time
+    assert writer.segment_path.stat().st_size == FILE_HEADER_SIZE + writer.bytes_written
+    got = np.concatenate([r.commands() for r in JournalReader(tmp_path)])
+    assert_same_rows(got, stream[:20_000])
+
+
 def test_no_space_left_fails_the_writer(tmp_path: Path, stream: np.ndarray) -> None:
-    writer = JournalWriter(tmp_path, "none")
+    writer = JournalWriter(tmp_path, "none", mapped=False)
     full = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC
     try:
         os.dup2(full, writer._fd)
@@ -597,7 +731,7 @@ import resource, signal, sys
 from lltrade.journal import JournalWriter
 from lltrade.workload import WorkloadSpec, generate
 rows = generate(WorkloadSpec(commands=300, seed=1)).commands
-writer = JournalWriter(sys.argv[1], "none")
+writer = JournalWriter(sys.argv[1], "none", mapped=False)
 writer.append_commands(rows[:100], 0)
 size = writer.segment_path.stat().st_size
 signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it; the kernel's default kills

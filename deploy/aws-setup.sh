@@ -319,11 +319,15 @@ for unit in trading-system.service telemetry.service lltrade-tune.service; do
 	install_unit "$SRC/deploy/$unit" "$UNIT_DIR/$unit"
 done
 run install -d -m 0755 "$UNIT_DIR/trading-system.service.d" "$UNIT_DIR/telemetry.service.d"
+HELPERS=${OTHERS//,/ }
+[[ $OTHERS == "$CPU" ]] && HELPERS=""
 write_file "$UNIT_DIR/trading-system.service.d/10-host.conf" 0644 <<EOF
-# Written by aws-setup.sh for this host: the daemon's core (LLTRADE_CPU in $ENV_FILE).
+# Written by aws-setup.sh for this host: the daemon's core (LLTRADE_CPU in $ENV_FILE), where
+# its event loop pins itself, then the CPUs its helper threads may use (every CPU but the
+# daemon's core and its SMT sibling).
 [Service]
 CPUAffinity=
-CPUAffinity=$CPU
+CPUAffinity=$CPU${HELPERS:+ $HELPERS}
 EOF
 write_file "$UNIT_DIR/telemetry.service.d/10-host.conf" 0644 <<EOF
 # Written by aws-setup.sh for this host: every CPU but the daemon's.

@@ -5,7 +5,9 @@
 prefix, the rows packed (a mask of what changed, then zigzag varint deltas:
 3 to 8 bytes for a 56-byte row), and both CRC-32s (libdeflate's, the same as ``zlib.crc32``); ``unpack_commands``
 turns such a payload back into ``COMMAND_DTYPE`` rows.  ``seal_record`` writes
-the header and CRCs of any other record whose payload is already in place.
+the header and CRCs of any other record whose payload is already in place;
+``MappedSegment`` copies framed records into a memory-mapped segment file, with
+a C thread faulting its pages in ahead (docs/journal.md, "Mapped segments").
 Every field is stored little-endian byte by byte, so the bytes are the same on
 any host.  ``lltrade.journal.JournalWriter`` frames every record through
 these; the tests compare them with ``struct``, ``zlib.crc32`` and a
@@ -123,6 +125,8 @@ cdef extern from *:
         pthread_cond_init(&pf->cv, NULL);
         err = pthread_create(&pf->thread, NULL, lltrade_prefault_main, pf);
         pf->running = err == 0;
+        if (pf->running)
+            pthread_setname_np(pf->thread, "lltrade-pages");  /* top -H, ps -L; 15 chars at most */
         return err;
     }
 
@@ -135,6 +139,20 @@ cdef extern from *:
             pthread_cond_signal(&pf->cv);
         }
         pthread_mutex_unlock(&pf->mu);
+    }
+
+    /* Run the thread on these CPUs (the host's housekeeping ones, not the writer's pinned
+       core); 0, or an errno.  Linux: cpu_set_t and pthread_setaffinity_np (_GNU_SOURCE,
+       which Python.h defines). */
+    static int lltrade_prefault_cpus(lltrade_prefault_t* pf, const int* cpus, int n) {
+        cpu_set_t set;
+        int i;
+        if (!pf->running)
+            return 0;
+        CPU_ZERO(&set);
+        for (i = 0; i < n; i++)
+            CPU_SET(cpus[i], &set);
+        return pthread_setaffinity_np(pf->thread, sizeof(set), &set);
     }
 
     static size_t lltrade_prefault_done(lltrade_prefault_t* pf) {
@@ -166,6 +184,8 @@ cdef extern from *:
     void lltrade_prefault_to(lltrade_prefault_t* pf, size_t target) nogil
     void lltrade_prefault_stop(lltrade_prefault_t* pf) nogil
     size_t lltrade_prefault_done(lltrade_prefault_t* pf) nogil
+    int lltrade_prefault_cpus(lltrade_prefault_t* pf, const int* cpus, int n) nogil
+    enum: CPU_SETSIZE
 
 cdef enum:
     HEADER_SIZE = 24          # u32 length, u16 type, u16 flags, u64 seq, u32 header CRC, u32 CRC
@@ -767,6 +787,25 @@ cdef class MappedSegment:
             _store(self._base + offset, rec, total)
             self._stored(offset + total, limit)
         return total
+
+    def run_prefault_on(self, cpus):
+        """Run the prefaulting thread on ``cpus`` only (CPU numbers): off the core the
+        writer is pinned to, so that its faults cost that core nothing."""
+        cdef int chosen[CPU_SETSIZE]
+        cdef int n = 0
+        cdef int err
+        for cpu in cpus:
+            if not 0 <= cpu < CPU_SETSIZE:
+                raise ValueError(f"CPU {cpu} is not in 0..{CPU_SETSIZE - 1}")
+            if n == CPU_SETSIZE:
+                break
+            chosen[n] = cpu
+            n += 1
+        if n == 0:
+            raise ValueError("run_prefault_on needs at least one CPU")
+        err = lltrade_prefault_cpus(&self._prefault, chosen, n)
+        if err:
+            raise OSError(err, (<bytes>strerror(err)).decode())
 
     def prefault(self, Py_ssize_t offset, Py_ssize_t limit):
         """The file is preallocated up to ``limit`` and the next store goes at ``offset``:

@@ -63,7 +63,7 @@ from lltrade.protocol import (
     Unsubscribe,
     reason_name,
 )
-from lltrade.runtime import BusyPoll
+from lltrade.runtime import BusyPoll, helper_cpus
 from lltrade.sdnotify import Notifier
 from lltrade.session import Session
 from lltrade.snapshots import SnapshotWriter
@@ -262,8 +262,11 @@ class Daemon:
             cfg.interval_ms,
             segment_bytes=cfg.segment_mb << 20,
             mapped=cfg.mmap,
+            helper_cpus=helper_cpus(),
         )
-        self.snapshots = SnapshotWriter(self.loop, self.journal, cfg.keep_snapshots)
+        self.snapshots = SnapshotWriter(
+            self.loop, self.journal, cfg.keep_snapshots, helper_cpus=helper_cpus()
+        )
         log.info(
             "recovered",
             extra={

@@ -117,7 +117,7 @@ import struct
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -553,6 +553,9 @@ class JournalWriter:
         ``write(2)``.
     preallocate_bytes
         How far ahead a mapped segment's file is preallocated, at a time.
+    helper_cpus
+        The CPUs a mapped segment's prefaulting thread runs on (not the core the
+        appending thread is pinned to); None: wherever the appending thread may.
 
     Raises
     ------
@@ -570,6 +573,7 @@ class JournalWriter:
         *,
         mapped: bool = True,
         preallocate_bytes: int = PREALLOCATE_BYTES,
+        helper_cpus: Collection[int] | None = None,
     ) -> None:
         if durability not in ("none", "batch", "interval"):
             raise ValueError(f"durability must be none, batch or interval, got {durability!r}")
@@ -584,6 +588,7 @@ class JournalWriter:
         self._segment_bytes = segment_bytes
         self._mapped = mapped
         self._preallocate_bytes = _page_up(max(preallocate_bytes, 1))
+        self._helper_cpus = helper_cpus
         self._map: MappedSegment | None = None  # None: this segment is written with write(2)
         self._allocated = 0  # mapped: the file's preallocated size; stores stay below it
         self._fd = -1
@@ -1037,6 +1042,11 @@ class JournalWriter:
         except OSError as exc:  # out of address space, or a memlock limit under mlockall
             log.warning("cannot map %s (%s): appending with write(2)", self._path, exc.strerror)
             return
+        if self._helper_cpus:
+            try:
+                self._map.run_prefault_on(self._helper_cpus)
+            except (OSError, ValueError) as exc:
+                log.warning("prefaulting of %s stays on the writer's CPUs: %s", self._path, exc)
         self._preallocate(FILE_HEADER_SIZE)
 
     def _rotate(self, first_seq: int) -> None:

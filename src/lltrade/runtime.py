@@ -24,8 +24,13 @@ class SetupError(RuntimeError):
     """The process could not be set up as the configuration asks."""
 
 
+_helper_cpus: frozenset[int] | None = None
+
+
 def pin_cpu(cpu: int) -> None:
-    """Run this process on ``cpu`` only."""
+    """Run this thread (and the threads it starts) on ``cpu`` only; the others it was
+    allowed become :func:`helper_cpus`."""
+    global _helper_cpus
     available = os.sched_getaffinity(0)
     if cpu not in available:
         raise SetupError(
@@ -33,6 +38,15 @@ def pin_cpu(cpu: int) -> None:
             f"(allowed: {sorted(available)}); pick one of those or leave cpu unset"
         )
     os.sched_setaffinity(0, {cpu})
+    _helper_cpus = frozenset(available - {cpu}) or None
+
+
+def helper_cpus() -> frozenset[int] | None:
+    """Where the daemon's helper threads (the journal's prefaulting, snapshot writing)
+    run: the CPUs this process was allowed before :func:`pin_cpu` took one for the
+    event loop.  None when nothing was pinned (or no other CPU was allowed): they
+    run wherever the loop may."""
+    return _helper_cpus
 
 
 def lock_memory() -> None:

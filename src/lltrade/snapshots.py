@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -38,12 +40,21 @@ class SnapshotWriter:
         The journal the snapshots cover.
     keep_snapshots
         How many snapshots ``prune`` keeps.
+    helper_cpus
+        The CPUs the worker thread runs on (not the loop's pinned core); None:
+        wherever the loop may.
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, journal: JournalWriter, keep_snapshots: int
+        self,
+        loop: asyncio.AbstractEventLoop,
+        journal: JournalWriter,
+        keep_snapshots: int,
+        *,
+        helper_cpus: Collection[int] | None = None,
     ) -> None:
         self._loop = loop
+        self._cpus = helper_cpus
         self._journal = journal
         self._keep = keep_snapshots
         self._pool: ThreadPoolExecutor | None = None
@@ -61,11 +72,21 @@ class SnapshotWriter:
         if self.busy:
             raise RuntimeError("a snapshot is already being written")
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lltrade-snapshot")
+            self._pool = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="lltrade-snapshot", initializer=self._on_cpus
+            )
         self._job = self._loop.run_in_executor(self._pool, self._write, seq, state, extra)
         self._job.add_done_callback(
             functools.partial(self._written, seq, stalled_s, time.perf_counter())
         )
+
+    def _on_cpus(self) -> None:
+        """The worker thread leaves the loop's pinned core for the helper CPUs, if any."""
+        if self._cpus:
+            try:
+                os.sched_setaffinity(0, self._cpus)
+            except OSError as exc:
+                log.warning("the snapshot writer stays on the loop's CPU: %s", exc)
 
     def write_now(self, seq: int, state: bytes, extra: dict[str, Any], stalled_s: float) -> None:
         """Write the snapshot here and now (shutdown: nothing else is left to run)."""

@@ -130,8 +130,13 @@ def verify(root: Path, *names: str) -> subprocess.CompletedProcess[str]:
 
 def test_drop_ins_from_aws_setup_are_in_the_fake_root(root: Path) -> None:
     dropin = root / "etc/systemd/system/trading-system.service.d/10-host.conf"
-    assert parse_unit(dropin.read_text())["Service"]["CPUAffinity"][0] == ""  # reset first
-    assert (root / "etc/systemd/system/telemetry.service.d/10-host.conf").is_file()
+    affinity = parse_unit(dropin.read_text())["Service"]["CPUAffinity"]
+    assert affinity[0] == ""  # reset first
+    telemetry = root / "etc/systemd/system/telemetry.service.d/10-host.conf"
+    others = parse_unit(telemetry.read_text())["Service"]["CPUAffinity"][1].split()
+    # the daemon's core, then its helper threads' CPUs: the others (on one CPU, none)
+    daemon, *helpers = affinity[1].split()
+    assert (daemon not in others and helpers == others) or (others == [daemon] and not helpers)
 
 
 def test_units_pass_verify_without_a_warning(root: Path) -> None:
@@ -194,7 +199,8 @@ def test_daemon_unit_is_a_notify_service_with_watchdog_limits_and_restart_policy
     assert one(u["Unit"], "StartLimitIntervalSec")
     assert one(s, "LimitMEMLOCK") == "infinity"  # for [process] mlockall = true
     assert int(one(s, "LimitNOFILE")) >= 4096
-    assert one(s, "CPUAffinity") == "1" and "LLTRADE_CPU=1" in s["Environment"]
+    # the loop's core first (--cpu pins it there), then the helper threads' CPUs
+    assert one(s, "CPUAffinity") == "1 0" and "LLTRADE_CPU=1" in s["Environment"]
     assert one(s, "User") == "lltrade"
     exec_start = one(s, "ExecStart").split()
     assert exec_start[:4] == [

@@ -7,6 +7,7 @@ bounds it keeps, and the thread that faults pages in ahead of the stores.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import resource
@@ -133,3 +134,30 @@ def test_prefaulting_stops_at_the_limit_given(fd: int) -> None:
     assert segment.prefaulted == 64 * 1024
     assert os.fstat(fd).st_size == 64 * 1024
     segment.close()
+
+
+def threads_named(name: str) -> list[int]:
+    """This process's threads called ``name`` (their ids)."""
+    tids = []
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if (task / "comm").read_text().strip() == name:
+                tids.append(int(task.name))
+    return tids
+
+
+def test_the_prefaulting_thread_runs_where_it_is_told(fd: int) -> None:
+    """Off the writer's pinned core: its page faults cost that core nothing."""
+    os.posix_fallocate(fd, 0, 4096)
+    cpu = min(os.sched_getaffinity(0))
+    segment = MappedSegment(fd, MB)
+    (tid,) = threads_named("lltrade-pages")
+    assert os.sched_getaffinity(tid) == os.sched_getaffinity(0)  # inherited
+    segment.run_prefault_on({cpu})
+    assert os.sched_getaffinity(tid) == {cpu}
+    with pytest.raises(ValueError, match="at least one CPU"):
+        segment.run_prefault_on(set())
+    with pytest.raises(ValueError, match="CPU -1"):
+        segment.run_prefault_on({-1})
+    segment.close()
+    assert threads_named("lltrade-pages") == []  # stopped and joined

@@ -16,10 +16,12 @@ CPU, its own journal directory and telemetry file), measured twice with
   CPU time per order.
 
 The policies (docs/journal.md): ``off`` (``--no-journal``, the baseline),
-``none`` (one write per batch, page cache), ``batch`` (an fdatasync per batch
-before its acks), ``interval`` (an fdatasync every 5 ms; acks do not wait)
-and ``interval+ack`` (the same with ``ack_after_sync = true``: acks wait for
-the sync; run from a copy of the embedded configuration).  The journals are
+``none`` (one copy per batch into the memory-mapped segment, page cache),
+``batch`` (an fdatasync per batch before its acks), ``interval`` (an fdatasync
+every 5 ms; acks do not wait), ``interval+ack`` (the same with
+``ack_after_sync = true``: acks wait for the sync; run from a copy of the
+embedded configuration) and ``none-write`` (``none`` with one ``write(2)`` per
+batch instead of the mapped segment, ``--no-journal-mmap``).  The journals are
 written under ``--dir`` (default: the system's temp dir), so the syncing
 policies measure that file system's fdatasync; its type is printed.
 
@@ -59,7 +61,7 @@ import roundtrip
 from figures import fmt_ns, fmt_rate, fmt_ratio
 
 BASELINE: Final = "off"
-POLICIES: Final = ("off", "none", "batch", "interval", "interval+ack")
+POLICIES: Final = ("off", "none", "batch", "interval", "interval+ack", "none-write")
 LABELS: Final = {"off": "journal off"}  #: table names that differ from the policy's
 
 
@@ -90,6 +92,8 @@ def policy_flags(policy: str, config_path: str | None) -> list[str]:
         return ["--config", config_path, "--durability", "interval"]
     if policy in ("none", "batch", "interval"):
         return ["--durability", policy]
+    if policy == "none-write":
+        return ["--durability", "none", "--no-journal-mmap"]
     raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
 
 

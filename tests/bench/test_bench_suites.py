@@ -116,6 +116,7 @@ def test_policy_flags() -> None:
     assert db.policy_flags("off", None) == ["--no-journal"]
     for policy in ("none", "batch", "interval"):
         assert db.policy_flags(policy, None) == ["--durability", policy]
+    assert db.policy_flags("none-write", None) == ["--durability", "none", "--no-journal-mmap"]
     assert db.policy_flags("interval+ack", "/x.toml") == [
         "--config", "/x.toml", "--durability", "interval",
     ]  # fmt: skip
@@ -123,6 +124,22 @@ def test_policy_flags() -> None:
         db.policy_flags("interval+ack", None)
     with pytest.raises(ValueError, match="unknown policy 'fsync'"):
         db.policy_flags("fsync", None)
+
+
+def test_journal_argv_selects_the_policy_and_how_it_writes() -> None:
+    from lltrade.cli import _build_parser
+
+    from roundtrip import JOURNALS, journal_argv
+
+    assert journal_argv("off", "/j") == ["--no-journal"]
+    assert journal_argv("none", "/j") == ["--journal-dir", "/j", "--durability", "none"]
+    assert journal_argv("batch-write", "/j") == [
+        "--journal-dir", "/j", "--durability", "batch", "--no-journal-mmap",
+    ]  # fmt: skip
+    parser = _build_parser()
+    for journal in JOURNALS:  # every one is a command line lltrade run takes
+        args = parser.parse_args(["run", *journal_argv(journal, "/j")])
+        assert args.journal_mmap is (False if journal.endswith("-write") else None)
 
 
 def test_interval_ack_config_is_the_default_with_acks_held(tmp_path: Path) -> None:

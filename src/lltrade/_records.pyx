@@ -75,7 +75,9 @@ cdef extern from *:
         int running;
     } lltrade_prefault_t;
 
-    #define LLTRADE_PREFAULT_STEP ((size_t)1 << 20)
+    /* Pages faulted in per madvise: it holds the mapping's lock (mmap_lock, shared) for
+       that long, and any mmap or munmap of the process waits behind it. */
+    #define LLTRADE_PREFAULT_STEP ((size_t)64 << 10)
 
     static void lltrade_touch(unsigned char* p, size_t n, size_t page) {
         /* Kernels before 5.14: write-fault each page with an atomic add of zero, which
@@ -155,6 +157,20 @@ cdef extern from *:
         return pthread_setaffinity_np(pf->thread, sizeof(set), &set);
     }
 
+    /* Fault [0, end) in now, in the calling thread (a new segment's first pages, which
+       the writer would otherwise reach before the thread has started); the thread then
+       goes on from there. */
+    static void lltrade_prefault_now(lltrade_prefault_t* pf, unsigned char* base, size_t end) {
+        if (madvise(base, end, MADV_POPULATE_WRITE) != 0 && errno == EINVAL)
+            lltrade_touch(base, end, (size_t)sysconf(_SC_PAGESIZE));
+        if (!pf->running)
+            return;
+        pthread_mutex_lock(&pf->mu);
+        if (pf->done < end)
+            pf->done = end;
+        pthread_mutex_unlock(&pf->mu);
+    }
+
     static size_t lltrade_prefault_done(lltrade_prefault_t* pf) {
         size_t done;
         if (!pf->running)
@@ -185,6 +201,7 @@ cdef extern from *:
     void lltrade_prefault_stop(lltrade_prefault_t* pf) nogil
     size_t lltrade_prefault_done(lltrade_prefault_t* pf) nogil
     int lltrade_prefault_cpus(lltrade_prefault_t* pf, const int* cpus, int n) nogil
+    void lltrade_prefault_now(lltrade_prefault_t* pf, unsigned char* base, size_t end) nogil
     enum: CPU_SETSIZE
 
 cdef enum:
@@ -806,6 +823,14 @@ cdef class MappedSegment:
         err = lltrade_prefault_cpus(&self._prefault, chosen, n)
         if err:
             raise OSError(err, (<bytes>strerror(err)).decode())
+
+    def prefault_now(self, Py_ssize_t end):
+        """Fault the pages below ``end`` in now, in this thread (``end``: at most the
+        file's preallocated end); the background thread goes on from there."""
+        if self._base == NULL or end < 0 or end > self.size:
+            raise ValueError(f"end {end} must lie in the {self.size}-byte mapping")
+        with nogil:
+            lltrade_prefault_now(&self._prefault, self._base, <size_t>end)
 
     def prefault(self, Py_ssize_t offset, Py_ssize_t limit):
         """The file is preallocated up to ``limit`` and the next store goes at ``offset``:

@@ -181,6 +181,13 @@ DEFAULT_SEGMENT_BYTES: Final = 64 * 1024 * 1024
 MIN_SEGMENT_BYTES: Final = 4096
 PREALLOCATE_BYTES: Final = 8 * 1024 * 1024
 """A mapped segment's file is preallocated this much ahead of the appends at a time."""
+GROW_AHEAD: Final = 4 * 1024 * 1024
+"""The next step is preallocated when the appends come this close to the end of the last
+(or half a step, if less): twice as far as the pages are faulted in ahead of them
+(``_records.PREFAULT_AHEAD``), so that they always can be."""
+_NEVER: Final = 1 << 62
+FIRST_PAGES: Final = 256 * 1024
+"""A new mapped segment's first bytes, faulted in as it is opened."""
 MAX_PAYLOAD: Final = 1 << 30
 """Largest record payload (1 GiB): a larger length in a header is damage."""
 MAX_RECORD: Final = 1 << 31
@@ -591,6 +598,7 @@ class JournalWriter:
         self._helper_cpus = helper_cpus
         self._map: MappedSegment | None = None  # None: this segment is written with write(2)
         self._allocated = 0  # mapped: the file's preallocated size; stores stay below it
+        self._grow_at = _NEVER  # mapped: past this offset, preallocate the next step
         self._fd = -1
         self._lock_fd = -1
         self._path = self._dir
@@ -864,6 +872,8 @@ class JournalWriter:
             self._unmap()
             return
         self._allocated = target
+        ahead = min(GROW_AHEAD, step // 2)
+        self._grow_at = target - ahead if target < segment.size else _NEVER
         segment.prefault(self._offset, target)
 
     def _unmap(self) -> None:
@@ -878,6 +888,7 @@ class JournalWriter:
         except OSError as exc:
             raise self._fail(f"cannot cut {self._path} back to offset {self._offset}", exc) from exc
         self._allocated = self._offset
+        self._grow_at = _NEVER
 
     def _appended(self, seq: int, total: int) -> int:
         """Record ``seq`` (``total`` bytes) is in the segment: count it, sync it if asked."""
@@ -885,6 +896,8 @@ class JournalWriter:
         self._bytes_written += total
         self._segment_records += 1
         self._last_seq = seq
+        if self._offset > self._grow_at:  # ahead of the writer, so the prefaulting never stops
+            self._preallocate(self._allocated + 1)
         if self._sync_each:
             self.sync()
         return seq
@@ -1048,6 +1061,8 @@ class JournalWriter:
             except (OSError, ValueError) as exc:
                 log.warning("prefaulting of %s stays on the writer's CPUs: %s", self._path, exc)
         self._preallocate(FILE_HEADER_SIZE)
+        if self._map is not None:  # the first appends must not race the thread's start
+            self._map.prefault_now(min(self._allocated, FIRST_PAGES))
 
     def _rotate(self, first_seq: int) -> None:
         self._unmap()  # a closed segment ends at its last record

@@ -696,6 +696,26 @@ def test_mapped_segment_grows_its_preallocation_as_it_fills(
     assert_same_rows(got, stream[:20_000])
 
 
+def test_mapped_segment_is_preallocated_ahead_of_the_appends(
+    tmp_path: Path, stream: np.ndarray
+) -> None:
+    """The next step is allocated half a step before the last one runs out, so the
+    pages ahead of the writer can always be faulted in; the first ones are at once."""
+    step = 64 * 1024
+    with JournalWriter(tmp_path, "none", preallocate_bytes=step) as writer:
+        segment = writer._map
+        assert segment is not None and segment.prefaulted >= step  # opened with its first pages
+        path = writer.segment_path
+        assert path.stat().st_size == step
+        i = 0
+        while FILE_HEADER_SIZE + writer.bytes_written <= step // 2:
+            assert path.stat().st_size == step
+            writer.append_commands(stream[i : i + 50], i)
+            i += 50
+        assert path.stat().st_size == 2 * step  # past half the step: the next one is there
+        assert FILE_HEADER_SIZE + writer.bytes_written < step
+
+
 def test_no_space_left_fails_the_writer(tmp_path: Path, stream: np.ndarray) -> None:
     writer = JournalWriter(tmp_path, "none", mapped=False)
     full = os.open("/dev/full", os.O_WRONLY)  # every write: ENOSPC

@@ -780,14 +780,7 @@ cdef class MappedSegment:
         cdef Py_ssize_t total = _pack_record(buf, rows, seq, recv_ns)
         if total < 0:
             return -packed_size_bound(len(rows))
-        if total > room:
-            self.needed = total
-            return 0
-        cdef const uint8_t* rec = <const uint8_t*><char*>buf
-        with nogil:
-            _store(self._base + offset, rec, total)
-            self._stored(offset + total, limit)
-        return total
+        return self._put(offset, limit, room, buf, total)
 
     def store_record(self, Py_ssize_t offset, Py_ssize_t limit, bytearray buf not None,
                      Py_ssize_t total):
@@ -796,10 +789,15 @@ cdef class MappedSegment:
         cdef Py_ssize_t room = self._room(offset, limit)
         if total < HEADER_SIZE or total > len(buf):
             raise ValueError(f"a record of {total} bytes in a buffer of {len(buf)}")
+        return self._put(offset, limit, room, buf, total)
+
+    cdef Py_ssize_t _put(self, Py_ssize_t offset, Py_ssize_t limit, Py_ssize_t room,
+                         bytearray buf, Py_ssize_t total):
+        """Store ``buf[:total]`` at ``offset`` if it fits ``room``: its size, else 0."""
+        cdef const uint8_t* rec = <const uint8_t*><char*>buf
         if total > room:
             self.needed = total
             return 0
-        cdef const uint8_t* rec = <const uint8_t*><char*>buf
         with nogil:
             _store(self._base + offset, rec, total)
             self._stored(offset + total, limit)

@@ -2,11 +2,11 @@
 
 Every batch of engine commands is appended to the journal, with one copy into
 the memory-mapped segment (or one ``os.write``), before any of its
-acknowledgements leave the daemon; a restart
-rebuilds the exact state from the newest valid snapshot plus a replay of the
-journal after it (``docs/journal.md``, ``DESIGN.md`` "Determinism and the
-journal").  The engine is deterministic, so the same journal gives the same
-books, the same events and the same ``state_hash``.
+acknowledgements leave the daemon; a restart rebuilds the exact state from the
+newest valid snapshot plus a replay of the journal after it
+(``docs/journal.md``, ``DESIGN.md`` "Determinism and the journal").  The engine
+is deterministic, so the same journal gives the same books, the same events and
+the same ``state_hash``.
 
 On-disk layout (all integers little-endian; "CRC" is CRC-32/ISO-HDLC as
 computed by ``zlib.crc32``, polynomial 0x04C11DB7 reflected, the CRC of
@@ -185,9 +185,9 @@ GROW_AHEAD: Final = 4 * 1024 * 1024
 """The next step is preallocated when the appends come this close to the end of the last
 (or half a step, if less): twice as far as the pages are faulted in ahead of them
 (``_records.PREFAULT_AHEAD``), so that they always can be."""
-_NEVER: Final = 1 << 62
 FIRST_PAGES: Final = 256 * 1024
 """A new mapped segment's first bytes, faulted in as it is opened."""
+_NEVER: Final = 1 << 62  # an offset no segment reaches
 MAX_PAYLOAD: Final = 1 << 30
 """Largest record payload (1 GiB): a larger length in a header is damage."""
 MAX_RECORD: Final = 1 << 31

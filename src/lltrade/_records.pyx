@@ -724,7 +724,7 @@ cdef class MappedSegment:
     cdef readonly Py_ssize_t needed
     """The size of the last record a store found no room for."""
 
-    def __cinit__(self, int fd, Py_ssize_t size):
+    def __cinit__(self, int fd, Py_ssize_t size, bint prefault=True):
         cdef void* p
         self._base = NULL
         self._prefault.running = 0
@@ -738,8 +738,9 @@ cdef class MappedSegment:
         self.size = size
         self.needed = 0
         self._prefault_mark = 0
-        # No thread (out of threads): every first touch of a page faults in the writer.
-        lltrade_prefault_start(&self._prefault, self._base)
+        # No thread (not asked for, or out of threads): the writer takes its page faults.
+        if prefault:
+            lltrade_prefault_start(&self._prefault, self._base)
 
     def __dealloc__(self):
         self._close()

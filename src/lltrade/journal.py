@@ -1050,8 +1050,12 @@ class JournalWriter:
 
     def _map_segment(self) -> None:
         """Map the new segment (its file preallocated for the first records) or say why not."""
+        # Prefaulting only under "none": the other policies' fdatasyncs would write the
+        # pages faulted in ahead (zeros, written again later) and leave them clean, so
+        # that the writer faults on them all the same.
+        prefault = self._durability == "none"
         try:
-            self._map = MappedSegment(self._fd, _page_up(self._segment_bytes))
+            self._map = MappedSegment(self._fd, _page_up(self._segment_bytes), prefault)
         except OSError as exc:  # out of address space, or a memlock limit under mlockall
             log.warning("cannot map %s (%s): appending with write(2)", self._path, exc.strerror)
             return
@@ -1061,7 +1065,7 @@ class JournalWriter:
             except (OSError, ValueError) as exc:
                 log.warning("prefaulting of %s stays on the writer's CPUs: %s", self._path, exc)
         self._preallocate(FILE_HEADER_SIZE)
-        if self._map is not None:  # the first appends must not race the thread's start
+        if self._map is not None and prefault:  # the first appends must not race the thread
             self._map.prefault_now(min(self._allocated, FIRST_PAGES))
 
     def _rotate(self, first_seq: int) -> None:

@@ -76,6 +76,7 @@ class Services:
     shm_path: Path
     config: Path
     secrets: dict[str, str]
+    log: Path  # the daemon's log
 
 
 def wait_for_log(path: Path, msg: str, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
@@ -141,7 +142,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         exporter = subprocess.Popen(xargv, stderr=exporter_log, stdout=subprocess.DEVNULL)
         serving = wait_for_log(tmp / "exporter.log", "serving", exporter)
         port = int(listening["address"][1])
-        yield Services(daemon, exporter, port, serving["url"], shm_path, config, clear)
+        yield Services(
+            daemon, exporter, port, serving["url"], shm_path, config, clear, tmp / "daemon.log"
+        )
     finally:
         if exporter is not None:
             stop(exporter, exporter_log)
@@ -219,7 +222,15 @@ def traded(services: Services) -> Trading:
         sold = order(
             services, "trader2", services.secrets["trader2"], "sell", "DEMO", "5", "@", "100.20"
         )
-        rest, bid_stderr = bid.communicate(timeout=TIMEOUT)
+        try:
+            rest, bid_stderr = bid.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired as exc:  # say what the sell and the daemon did
+            log = services.log.read_text(errors="replace").splitlines()[-30:]
+            raise AssertionError(
+                f"the resting bid saw no fill in {TIMEOUT} s; bid said {first!r} {exc.output!r}; "
+                f"the sell: exit {sold.returncode}, {sold.stdout!r} {sold.stderr!r}; "
+                "daemon log:\n" + "\n".join(log)
+            ) from None
     finally:
         if bid.poll() is None:
             bid.kill()

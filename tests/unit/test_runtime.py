@@ -13,7 +13,7 @@ from test_mapped_segment import threads_named
 
 from lltrade import runtime
 from lltrade.config import default_config
-from lltrade.journal import JournalWriter, engine_snapshot, list_snapshots
+from lltrade.journal import Durability, JournalWriter, engine_snapshot, list_snapshots
 from lltrade.runtime import SetupError, helper_cpus, pin_cpu
 from lltrade.snapshots import SnapshotWriter
 
@@ -58,3 +58,12 @@ def test_helper_threads_run_off_the_pinned_core(tmp_path: Path, restore_affinity
 
     asyncio.run(snapshot())
     assert where == [helpers] and list_snapshots(tmp_path)
+
+
+@pytest.mark.parametrize("durability", ["batch", "interval"])
+def test_syncing_policies_map_without_prefaulting(tmp_path: Path, durability: Durability) -> None:
+    """Their fdatasyncs would write the pages faulted in ahead and leave them clean: no
+    thread for them, the writer takes its own page faults."""
+    with JournalWriter(tmp_path, durability, helper_cpus={0}) as writer:
+        assert writer.mapped and threads_named("lltrade-pages") == []
+        assert writer._map is not None and writer._map.prefaulted == 0

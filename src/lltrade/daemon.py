@@ -256,16 +256,17 @@ class Daemon:
             on_batch=replayed,
             on_snapshot=restored,
         )
+        helpers = helper_cpus()  # the journal's prefaulting and the snapshots run there
         self.journal = JournalWriter(
             cfg.dir,
             cfg.durability,
             cfg.interval_ms,
             segment_bytes=cfg.segment_mb << 20,
             mapped=cfg.mmap,
-            helper_cpus=helper_cpus(),
+            helper_cpus=helpers,
         )
         self.snapshots = SnapshotWriter(
-            self.loop, self.journal, cfg.keep_snapshots, helper_cpus=helper_cpus()
+            self.loop, self.journal, cfg.keep_snapshots, helper_cpus=helpers
         )
         log.info(
             "recovered",

@@ -876,13 +876,19 @@ class JournalWriter:
         self._grow_at = target - ahead if target < segment.size else _NEVER
         segment.prefault(self._offset, target)
 
+    def _close_map(self) -> bool:
+        """Unmap the segment (its prefaulting stopped) if it is mapped; whether it was."""
+        segment, self._map = self._map, None
+        if segment is None:
+            return False
+        segment.close()
+        return True
+
     def _unmap(self) -> None:
         """Stop appending through the map: the file is cut back to its last record (its
         preallocated tail dropped), so that it ends where a written one would."""
-        segment, self._map = self._map, None
-        if segment is None:
+        if not self._close_map():
             return
-        segment.close()
         try:
             os.ftruncate(self._fd, self._offset)
         except OSError as exc:
@@ -923,9 +929,7 @@ class JournalWriter:
             "daemon must stop taking orders. Free space or fix the disk, then restart "
             "(recovery cuts off any partial record)"
         )
-        if self._map is not None:  # no store and no prefault may touch what is cut off
-            self._map.close()
-            self._map = None
+        self._close_map()  # no store and no prefault may touch what is cut off
         if self._fd >= 0:  # best effort: drop the partial record now
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._offset)
@@ -1097,9 +1101,7 @@ class JournalWriter:
             self._release()
 
     def _release(self) -> None:
-        if self._map is not None:  # failed: the file may keep its zero tail (recovery trims it)
-            self._map.close()
-            self._map = None
+        self._close_map()  # failed: the file may keep its zero tail (recovery trims it)
         for fd in (self._fd, self._lock_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -1205,19 +1207,9 @@ class _SegmentScan:
         if not self.is_last:
             raise self._corrupt(offset, "zero-filled tail, and later segments follow")
         self.unused = len(data) - offset
-        if not self.repair:
+        # A writer holding the lock has it open: the zeros are its preallocation, in use.
+        if not self.repair or not self._cut(offset, "the unused preallocated tail", if_free=True):
             return
-        lock_fd = -1
-        if not self.locked:
-            try:
-                lock_fd = _lock(self.path.parent, "trim it")
-            except JournalError:
-                return  # a writer has it open: the zeros are its preallocation, in use
-        try:
-            self._cut(offset, "the unused preallocated tail", locked=True)
-        finally:
-            if lock_fd >= 0:
-                os.close(lock_fd)
         log.info(
             "trimmed %d bytes of unused preallocated space after record %d from %s",
             self.unused,
@@ -1225,10 +1217,17 @@ class _SegmentScan:
             self.path,
         )
 
-    def _cut(self, offset: int, what: str, *, locked: bool = False) -> None:
-        """Cut the segment at ``offset`` (remove it at 0), under the directory's lock."""
-        locked = locked or self.locked
-        lock_fd = -1 if locked else _lock(self.path.parent, f"cut off {what}")
+    def _cut(self, offset: int, what: str, *, if_free: bool = False) -> bool:
+        """Cut the segment at ``offset`` (remove it at 0), under the directory's lock; with
+        ``if_free``, only if no writer holds that lock (whether it cut)."""
+        lock_fd = -1
+        if not self.locked:
+            try:
+                lock_fd = _lock(self.path.parent, f"cut off {what}")
+            except JournalError:
+                if not if_free:
+                    raise
+                return False
         try:
             if offset <= 0:
                 self.path.unlink()
@@ -1247,6 +1246,7 @@ class _SegmentScan:
         finally:
             if lock_fd >= 0:
                 os.close(lock_fd)
+        return True
 
     def records(self, sink: _Runner | None = None) -> Iterator[Record]:
         """Yield the segment's records; with a ``sink`` that is ``ready``, runs of whole

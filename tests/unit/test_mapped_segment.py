@@ -140,9 +140,20 @@ def threads_named(name: str) -> list[int]:
     """This process's threads called ``name`` (their ids)."""
     tids = []
     for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread ending
             if (task / "comm").read_text().strip() == name:
                 tids.append(int(task.name))
+    return tids
+
+
+def threads_left(name: str) -> list[int]:
+    """``threads_named`` once the threads called ``name`` have left ``/proc``, or after 5 s.
+
+    ``pthread_join`` returns when the kernel clears the thread's id, a moment before
+    the kernel reaps the task and its ``/proc/self/task`` entry goes away."""
+    deadline = time.monotonic() + 5
+    while (tids := threads_named(name)) and time.monotonic() < deadline:
+        time.sleep(0.001)
     return tids
 
 
@@ -150,6 +161,7 @@ def test_the_prefaulting_thread_runs_where_it_is_told(fd: int) -> None:
     """Off the writer's pinned core: its page faults cost that core nothing."""
     os.posix_fallocate(fd, 0, 4096)
     cpu = min(os.sched_getaffinity(0))
+    assert threads_left("lltrade-pages") == []  # none from an earlier test
     segment = MappedSegment(fd, MB)
     (tid,) = threads_named("lltrade-pages")
     assert os.sched_getaffinity(tid) == os.sched_getaffinity(0)  # inherited
@@ -160,4 +172,4 @@ def test_the_prefaulting_thread_runs_where_it_is_told(fd: int) -> None:
     with pytest.raises(ValueError, match="CPU -1"):
         segment.run_prefault_on({-1})
     segment.close()
-    assert threads_named("lltrade-pages") == []  # stopped and joined
+    assert threads_left("lltrade-pages") == []  # stopped and joined

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_mapped_segment import threads_named
+from test_mapped_segment import threads_left, threads_named
 
 from lltrade import runtime
 from lltrade.config import default_config
@@ -39,6 +39,7 @@ def test_pinning_leaves_the_other_cpus_to_the_helpers(restore_affinity: set[int]
 def test_helper_threads_run_off_the_pinned_core(tmp_path: Path, restore_affinity: set[int]) -> None:
     cpu, helpers = max(restore_affinity), {min(restore_affinity)}
     os.sched_setaffinity(0, {cpu})  # as pin_cpu leaves the loop's thread
+    assert threads_left("lltrade-pages") == []  # none from an earlier test
     with JournalWriter(tmp_path, "none", helper_cpus=helpers) as writer:
         assert writer.mapped
         (tid,) = threads_named("lltrade-pages")
@@ -65,5 +66,5 @@ def test_syncing_policies_map_without_prefaulting(tmp_path: Path, durability: Du
     """Their fdatasyncs would write the pages faulted in ahead and leave them clean: no
     thread for them, the writer takes its own page faults."""
     with JournalWriter(tmp_path, durability, helper_cpus={0}) as writer:
-        assert writer.mapped and threads_named("lltrade-pages") == []
+        assert writer.mapped and threads_left("lltrade-pages") == []
         assert writer._map is not None and writer._map.prefaulted == 0

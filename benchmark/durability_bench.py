@@ -54,11 +54,10 @@ from typing import Any, Final
 import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lltrade._telemetry import default_path
-from lltrade.config import DEFAULT_CONFIG_TOML, load_config
-
 import roundtrip
 from figures import fmt_ns, fmt_rate, fmt_ratio
+from lltrade._telemetry import default_path
+from lltrade.config import DEFAULT_CONFIG_TOML, load_config
 
 BASELINE: Final = "off"
 POLICIES: Final = ("off", "none", "batch", "interval", "interval+ack", "none-write")

@@ -38,12 +38,9 @@ from typing import Any, Final, NoReturn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from figures import fmt_rate
 from lltrade.argtypes import positive_int, seconds
 from lltrade.config import DEMO_SECRETS, default_config
-from loadgen_session import SessionError, logon, logout, resolve_symbols
-from loadgen_worker import READY_TIMEOUT_S, WorkerPlan, worker_main
-
-from figures import fmt_rate
 from loadgen_machine import (
     cpu_seconds,
     daemon_cpus,
@@ -56,6 +53,7 @@ from loadgen_machine import (
 from loadgen_orders import DEFAULT_MIX, MixError, SymbolSpec, format_mix, parse_mix
 from loadgen_report import document, merge_run, print_search, print_summary, write
 from loadgen_schedule import order_count
+from loadgen_session import SessionError, logon, logout, resolve_symbols
 from loadgen_verdict import (
     BUSY_LIMIT,
     LAG_LIMIT_NS,
@@ -66,6 +64,7 @@ from loadgen_verdict import (
     peak,
     step_ok,
 )
+from loadgen_worker import READY_TIMEOUT_S, WorkerPlan, worker_main
 
 START_DELAY_NS: Final = 200_000_000  #: the schedule starts this long after every worker is ready
 RESULT_GRACE_S: Final = 30.0  #: beyond the run's own length, before workers are given up on

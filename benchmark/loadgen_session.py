@@ -33,7 +33,6 @@ from lltrade.protocol import (
     encode_frame,
     reason_name,
 )
-
 from loadgen_orders import SymbolSpec
 
 CONNECT_TIMEOUT_S: Final = 5.0

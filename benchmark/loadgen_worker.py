@@ -48,8 +48,6 @@ from lltrade.protocol import (
     encode_frame,
     reason_name,
 )
-from loadgen_session import Session, SessionError, logon, logout
-
 from loadgen_machine import worker_setup
 from loadgen_orders import (
     AGGRESSIVE,
@@ -65,6 +63,7 @@ from loadgen_orders import (
     draw,
 )
 from loadgen_schedule import NS_PER_S, LatencyRecorder, worker_share
+from loadgen_session import Session, SessionError, logon, logout
 
 CHUNK: Final = 1_024  #: messages drawn at a time (about 0.15 ms of numpy)
 SLEEP_MIN_NS: Final = 300_000  #: sleep in select only when the next send is further than this

@@ -44,7 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lltrade.config import DEMO_SECRETS
 from lltrade.protocol import PROTOCOL_VERSION, Logon, encode_frame
-
 from roundtrip import JOURNALS, Server, daemon_argv, journal_argv, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]

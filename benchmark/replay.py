@@ -52,10 +52,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import lltrade
+from figures import cpu_model, fmt_ns, fmt_rate, git_commit
 from lltrade.workload import KIND_NAMES, Mix, Workload, WorkloadSpec, generate
 
 import peers
-from figures import cpu_model, fmt_ns, fmt_rate, git_commit
 
 Row = tuple[int, int, int, int, int, int, int | None]  # op, id, side, price, qty, tif, protection
 perf_ns = time.perf_counter_ns

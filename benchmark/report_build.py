@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from figures import fmt_ns
 from report_charts import (
     Chart,
     batch_over_time,
@@ -14,10 +15,8 @@ from report_charts import (
     throughput_over_time,
 )
 from report_content import build_document, fmt_value
-from report_render import to_html, to_markdown
-
-from figures import fmt_ns
 from report_inputs import Inputs
+from report_render import to_html, to_markdown
 from report_summary import DaemonSummary, find_spans, roundtrip, summarise_log, telemetry_cost
 from report_targets import RoundTrip, Verdict, evaluate
 

@@ -6,11 +6,10 @@ import os
 from collections import Counter
 from datetime import UTC, datetime
 
-from report_charts import Chart
-from report_render import Block, Bullets, Document, Image, Section, Table
-
 from figures import fmt_ns, fmt_rate
+from report_charts import Chart
 from report_inputs import BenchmarkRun, Inputs, LoadgenResult
+from report_render import Block, Bullets, Document, Image, Section, Table
 from report_summary import (
     DaemonSummary,
     Latency,

@@ -76,6 +76,7 @@ import psutil
 from hdrh.histogram import HdrHistogram
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from figures import fmt_ns, fmt_rate, fmt_ratio
 from lltrade.config import DEMO_SECRETS, default_config
 from lltrade.enums import STP, TIF, Side
 from lltrade.protocol import (
@@ -96,8 +97,6 @@ from lltrade.protocol import (
     Reject,
     encode_frame,
 )
-
-from figures import fmt_ns, fmt_rate, fmt_ratio
 from loadgen_machine import machine_info
 from loadgen_schedule import (
     HIST_DIGITS,

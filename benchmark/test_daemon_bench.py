@@ -40,7 +40,6 @@ from lltrade.protocol import (
     OrderAccepted,
     encode_frame,
 )
-
 from roundtrip import (
     ACCOUNT,
     SYMBOL,

@@ -130,7 +130,6 @@ import numpy.typing as npt
 from lltrade._book import COMMAND_DTYPE, EVENT_DTYPE, Engine
 from lltrade._records import (
     MappedSegment,
-    packed_size_bound,
     scan_packed,
     seal_record,
     unpack_commands,
@@ -594,7 +593,7 @@ class JournalWriter:
         self._interval_ns = interval_ms * 1_000_000
         self._segment_bytes = segment_bytes
         self._mapped = mapped
-        self._preallocate_bytes = _page_up(max(preallocate_bytes, 1))
+        self._preallocate_bytes = _round_up(max(preallocate_bytes, 1), mmap.PAGESIZE)
         self._helper_cpus = helper_cpus
         self._map: MappedSegment | None = None  # None: this segment is written with write(2)
         self._allocated = 0  # mapped: the file's preallocated size; stores stay below it
@@ -751,8 +750,10 @@ class JournalWriter:
         if total <= 0:  # the buffer may be too small (-bound), or there is no room (0)
             if total < 0:
                 self._grow(-total)
+            elif segment is not None:
+                self._make_room(seq, segment.needed)
             else:
-                self._make_room(seq, segment.needed if segment else packed_size_bound(len(rows)))
+                self._rotate(seq)
             return self.append_commands(rows, recv_ns)
         return self._appended(seq, total)
 
@@ -839,18 +840,17 @@ class JournalWriter:
         return self._appended(seq, total)
 
     def _make_room(self, seq: int, need: int) -> None:
-        """Room for a record of ``need`` bytes: more of the mapped file preallocated, the
-        next segment, or (a record larger than a whole segment) ``write(2)`` for it."""
+        """Room in the mapped segment for a record of ``need`` bytes: more of its file
+        preallocated, the next segment, or (a record larger than a whole segment)
+        ``write(2)`` for it."""
         segment = self._map
-        if segment is not None:
-            end = self._offset + need
-            if end <= segment.size:
-                self._preallocate(end)
-                return
-            if not self._segment_records:
-                self._unmap()  # a segment of its own, written
-                return
-        self._rotate(seq)
+        assert segment is not None
+        if self._offset + need <= segment.size:
+            self._preallocate(self._offset + need)
+        elif self._segment_records:
+            self._rotate(seq)
+        else:
+            self._unmap()  # a segment of its own, written
 
     def _preallocate(self, end: int) -> None:
         """Preallocate the mapped segment's file up to ``end`` at least; if the file system
@@ -859,7 +859,7 @@ class JournalWriter:
         assert segment is not None
         start = self._allocated
         step = self._preallocate_bytes
-        target = min(segment.size, -(-end // step) * step)  # the next multiple of the step
+        target = min(segment.size, _round_up(end, step))
         try:
             os.posix_fallocate(self._fd, start, target - start)
         except OSError as exc:
@@ -1059,11 +1059,13 @@ class JournalWriter:
         # that the writer faults on them all the same.
         prefault = self._durability == "none"
         try:
-            self._map = MappedSegment(self._fd, _page_up(self._segment_bytes), prefault)
+            self._map = MappedSegment(
+                self._fd, _round_up(self._segment_bytes, mmap.PAGESIZE), prefault
+            )
         except OSError as exc:  # out of address space, or a memlock limit under mlockall
             log.warning("cannot map %s (%s): appending with write(2)", self._path, exc.strerror)
             return
-        if self._helper_cpus:
+        if prefault and self._helper_cpus:  # no thread under the other policies
             try:
                 self._map.run_prefault_on(self._helper_cpus)
             except (OSError, ValueError) as exc:
@@ -1122,8 +1124,9 @@ class JournalWriter:
         )
 
 
-def _page_up(n: int) -> int:
-    return -(-n // mmap.PAGESIZE) * mmap.PAGESIZE
+def _round_up(n: int, unit: int) -> int:
+    """``n`` rounded up to a multiple of ``unit``."""
+    return -(-n // unit) * unit
 
 
 def _unlink(path: Path) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import bench_service
+
 from daemon_process import running_daemon
 
 

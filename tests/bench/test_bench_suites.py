@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from lltrade.config import load_config
-
 import durability_bench as db
+from lltrade.config import load_config
 
 
 def m(policy: str, rnd: int, rate: float, p50: float, p99: float, **kw: Any) -> Any:
@@ -128,7 +127,6 @@ def test_policy_flags() -> None:
 
 def test_journal_argv_selects_the_policy_and_how_it_writes() -> None:
     from lltrade.cli import _build_parser
-
     from roundtrip import JOURNALS, journal_argv
 
     assert journal_argv("off", "/j") == ["--no-journal"]

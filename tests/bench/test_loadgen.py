@@ -29,6 +29,7 @@ import loadgen_orders as orders
 import loadgen_report as report
 import loadgen_schedule as sched
 import loadgen_verdict as verdict
+
 from daemon_process import running_daemon
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmark"

@@ -378,6 +378,16 @@ def test_zero_filled_tail_of_a_segment_that_is_not_the_last_is_damage(
     assert exc.value.path == first and exc.value.offset == size
 
 
+def test_torn_segment_header_removes_the_new_segment(tmp_path: Path) -> None:
+    small_journal(tmp_path)
+    torn = tmp_path / "journal-00000000000000000006.lltj"
+    torn.write_bytes(b"LLTJ\r\n")  # crash while a new segment was being started
+    reader, seqs = records_of(tmp_path)
+    assert seqs == [1, 2, 3, 4, 5]
+    assert reader.truncated_tail == (torn, 0) and not torn.exists()
+    assert reader.last_seq == 5
+
+
 # How far the copy of the last record into a mapped segment got when the process was
 # killed: the header up to its CRC first, then the payload, the record CRC last
 # (_records._store), with the segment's zeros after whatever was stored.

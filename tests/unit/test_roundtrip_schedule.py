@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
 
+import roundtrip as rt
 from lltrade.config import default_config
 from lltrade.enums import STP, TIF, Side
 from lltrade.protocol import CLIENT_DECODER, FrameReader, NewOrder, OrderAccepted, frame
-
-import roundtrip as rt
 
 S = 1_000_000_000
 US = 1_000

@@ -37,7 +37,9 @@ def render(template: str, source: str) -> tuple[str, dict[str, str]]:
             f"{len(accounts)} accounts but {len(hashes)} one-line secret_hash entries; "
             'write each as secret_hash = "scrypt$..." on one line',
         )
-    clear = {name: secrets.token_urlsafe(24) for name in accounts}
+    # Hex: a url-safe token begins with "-" one time in 64, which `lltrade order --secret`
+    # (argparse) takes for an option, and so does many a shell tool.
+    clear = {name: secrets.token_hex(24) for name in accounts}
     names = iter(accounts)
 
     def fresh(match: re.Match[str]) -> str:

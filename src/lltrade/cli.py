@@ -70,7 +70,8 @@ def _connection_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--secret",
         help="the account's secret (default: $LLTRADE_SECRET, else the demo account's public "
-        "secret); prefer the variable, command lines are visible to other users",
+        "secret); prefer the variable, command lines are visible to other users; a secret "
+        "that begins with '-' goes as --secret=SECRET",
     )
     group.add_argument(
         "--timeout",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from lltrade.cli import _build_parser
 from lltrade.config import DEMO_SECRETS, load_config, verify_secret
 
 REPO = Path(__file__).resolve().parents[2]
@@ -389,6 +390,10 @@ def test_init_config_gives_every_account_a_new_secret(tmp_path: Path) -> None:
     for old, new in zip(shipped.accounts, written.accounts, strict=True):
         assert old.name == new.name and old.secret_hash != new.secret_hash
         assert verify_secret(clear[new.name], new.secret_hash)
+        # 192 bits, and never an option to a command line that is handed it
+        assert re.fullmatch(r"[0-9a-f]{48}", clear[new.name])
+        args = ["order", "buy", "DEMO", "1", "@", "1", "--secret", clear[new.name]]
+        assert _build_parser().parse_args(args).secret == clear[new.name]
     # Everything but the hashes is the template, comments included.
     strip = re.compile(r'secret_hash = "[^"]*"')
     assert strip.sub("", config.read_text()) == strip.sub("", (DEPLOY / "lltrade.toml").read_text())
